@@ -1,0 +1,1 @@
+"""meshkit benchmarks (`make bench`): every figure beside its floor, measured in the same run."""

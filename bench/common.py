@@ -1,0 +1,80 @@
+"""What every benchmark shares: the method of BENCH.md and its output (a table, or JSON lines)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+WARM_UP = 200
+SEQUENTIAL = 2_000
+IN_FLIGHT = 64
+THROUGHPUT_CALLS = 5_000
+
+
+@dataclass
+class Figure:
+    name: str
+    payload_bytes: int
+    p50_ms: float
+    p99_ms: float
+    rps_at_64: float
+    floor: str | None = None
+    p50_ratio: float | None = None
+    rps_ratio: float | None = None
+
+    def against(self, floor: Figure) -> Figure:
+        self.floor = floor.name
+        self.p50_ratio = round(self.p50_ms / floor.p50_ms, 3)
+        self.rps_ratio = round(self.rps_at_64 / floor.rps_at_64, 3)
+        return self
+
+
+async def measure(
+    name: str,
+    payload_bytes: int,
+    call: Callable[[], Awaitable[object]],
+    *,
+    sequential: int = SEQUENTIAL,
+    throughput_calls: int = THROUGHPUT_CALLS,
+) -> Figure:
+    """Warm up, then p50/p99 of sequential calls, then requests/s with 64 callers each awaiting in turn."""
+    for _ in range(WARM_UP):
+        await call()
+    latencies = []
+    clock = time.perf_counter
+    for _ in range(sequential):
+        started = clock()
+        await call()
+        latencies.append(clock() - started)
+    latencies.sort()
+    per_caller = max(1, throughput_calls // IN_FLIGHT)
+
+    async def caller() -> None:
+        for _ in range(per_caller):
+            await call()
+
+    started = clock()
+    await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
+    elapsed = clock() - started
+    return Figure(
+        name=name,
+        payload_bytes=payload_bytes,
+        p50_ms=round(statistics.median(latencies) * 1000, 4),
+        p99_ms=round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 4),
+        rps_at_64=round(per_caller * IN_FLIGHT / elapsed, 1),
+    )
+
+
+def report(figures: list[Figure], as_json: bool) -> None:
+    if as_json:
+        for figure in figures:
+            print(json.dumps(asdict(figure)), flush=True)
+        return
+    print(f"{'name':<34} {'payload':>8} {'p50 ms':>9} {'p99 ms':>9} {'req/s@64':>10} {'p50 x':>7} {'rps x':>7}")
+    for f in figures:
+        ratios = f"{f.p50_ratio:>7.2f} {f.rps_ratio:>7.2f}" if f.floor else f"{'floor':>7} {'':>7}"
+        print(f"{f.name:<34} {f.payload_bytes:>8} {f.p50_ms:>9.4f} {f.p99_ms:>9.4f} {f.rps_at_64:>10.0f} {ratios}")

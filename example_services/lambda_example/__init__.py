@@ -1,0 +1,1 @@
+"""The seed's lambda example: public functions `hello.world` and `hello.pojo`."""

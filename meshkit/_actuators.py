@@ -1,0 +1,124 @@
+"""Actuator endpoints every app has: /info, /info/lib, /info/routes, /env, /health, /livenessprobe."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform as _sys_platform
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import fastapi
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from meshkit._codec import iso_utc_ms
+from meshkit._config import masked
+from meshkit._health import HealthMonitor
+from meshkit._platform import Platform
+from meshkit._time import elapsed_text
+
+AdditionalInfo = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def actuator_router(
+    platform: Platform, health: HealthMonitor, additional_info: AdditionalInfo | None = None
+) -> APIRouter:
+    router = APIRouter(tags=["actuators"])
+
+    @router.get("/info")
+    async def info() -> dict[str, Any]:
+        now = _dt.datetime.now(_dt.UTC)
+        started = platform.started_at or now
+        result: dict[str, Any] = {
+            "app": {"name": platform.name, "version": platform.version, "description": platform.description},
+            "personality": platform.personality,
+            "origin": platform.origin,
+            "time": {"start": iso_utc_ms(started), "current": iso_utc_ms(now)},
+            "uptime": elapsed_text((now - started).total_seconds()),
+            "runtime": {
+                "python": _sys_platform.python_version(),
+                "implementation": _sys_platform.python_implementation(),
+                "meshkit": _version("meshkit"),
+                "fastapi": fastapi.__version__,
+                "os": f"{_sys_platform.system()} {_sys_platform.machine()}",
+                "pid": os.getpid(),
+            },
+        }
+        if additional_info is not None:
+            result["additional_info"] = await additional_info()
+        return result
+
+    @router.get("/info/lib")
+    async def libraries() -> dict[str, Any]:
+        dists = sorted(
+            {
+                f"{d.metadata['Name']}=={d.version}"
+                for d in importlib.metadata.distributions()
+                if d.metadata["Name"]
+            },
+            key=str.lower,
+        )
+        return {"app": platform.name, "origin": platform.origin, "total": len(dists), "library": dists}
+
+    @router.get("/info/routes")
+    async def routes() -> dict[str, Any]:
+        return {"app": platform.name, "origin": platform.origin, "routing": routing_table(platform)}
+
+    @router.get("/env")
+    async def env() -> dict[str, Any]:
+        config = platform.config
+        variables = {k: masked(k, os.environ.get(k, "")) for k in config.get_list("show.env.variables")}
+        properties = {
+            k: masked(k, config.get(k) or "") for k in config.get_list("show.application.properties")
+        }
+        public = {s.route: s.instances for s in platform.functions() if not s.private}
+        private = {s.route: s.instances for s in platform.functions() if s.private}
+        return {
+            "app": platform.name,
+            "origin": platform.origin,
+            "env": variables,
+            "properties": properties,
+            "routing": {"public": dict(sorted(public.items())), "private": dict(sorted(private.items()))},
+        }
+
+    @router.get("/health")
+    async def health_check() -> JSONResponse:
+        healthy, body = await health.check()
+        return JSONResponse(body, status_code=200 if healthy else 400)
+
+    @router.get("/livenessprobe", response_class=PlainTextResponse)
+    async def livenessprobe() -> PlainTextResponse:
+        if health.last_ok:
+            return PlainTextResponse("OK")
+        return PlainTextResponse("Unhealthy. Please check the /health endpoint.", status_code=400)
+
+    return router
+
+
+def routing_table(platform: Platform) -> dict[str, Any]:
+    """route -> {origin: "name, PERSONALITY"} for every public route known here, and the known nodes."""
+    me = f"{platform.name}, {platform.personality}"
+    routes: dict[str, dict[str, str]] = {route: {platform.origin: me} for route in platform.public_routes()}
+    nodes: dict[str, Any] = {
+        platform.origin: {
+            "name": platform.name,
+            "version": platform.version,
+            "personality": platform.personality,
+        }
+    }
+    describe = getattr(platform.remote, "describe", None)
+    if describe is not None:
+        remote_routes, remote_nodes = describe()
+        for route, origins in remote_routes.items():
+            routes.setdefault(route, {}).update(origins)
+        nodes.update(remote_nodes)
+    return {"routes": dict(sorted(routes.items())), "nodes": nodes}
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,206 @@
+"""The wire format (SPEC §4): one MsgPack map with descriptive string keys, optional fields omitted.
+
+The Mercury engines' older compact format (single-character keys) is decoded too. Anything else that is not
+a well-formed envelope raises :class:`CodecError`, and only that.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import enum
+import uuid
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel
+
+from meshkit._envelope import EventEnvelope, new_event_id
+
+
+class CodecError(ValueError):
+    """Bytes that are not a valid event envelope, or a body that cannot be put on the wire."""
+
+
+_STRING_FIELDS = ("id", "to", "from", "reply_to", "cid", "trace_id", "trace_path", "span_id", "obj_type")
+_FLOAT_FIELDS = ("exec_time", "round_trip")
+
+# The compact format of the Mercury engines: flag -> descriptive key.
+_COMPACT_KEYS = {
+    "0": "id",
+    "1": "exec_time",
+    "2": "round_trip",
+    "4": "exception",
+    "5": "exception",
+    "6": "annotations",
+    "7": "tags",
+    "T": "to",
+    "R": "reply_to",
+    "F": "from",
+    "S": "status",
+    "H": "headers",
+    "B": "body",
+    "t": "trace_id",
+    "p": "trace_path",
+    "X": "cid",
+}
+
+
+def iso_utc_ms(value: _dt.datetime) -> str:
+    """`2026-11-25T10:00:00.000Z`: UTC, milliseconds; a naive datetime is taken as UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def utc_now_iso() -> str:
+    return iso_utc_ms(_dt.datetime.now(_dt.UTC))
+
+
+def to_plain(value: Any) -> Any:
+    """Turn a body into MsgPack-native data (models, datetimes, enums, uuids, sets, tuples included)."""
+    if value is None or isinstance(value, str | int | float | bool | bytes):
+        return value
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_plain(v) for v in value]
+    return _plain_scalar(value)
+
+
+def _plain_scalar(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return to_plain(value.model_dump())
+    if isinstance(value, _dt.datetime):
+        return iso_utc_ms(value)
+    if isinstance(value, _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return to_plain(value.value)
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return [to_plain(v) for v in value]
+    raise CodecError(f"cannot encode a {type(value).__name__} in an event body")
+
+
+def envelope_to_map(event: EventEnvelope) -> dict[str, Any]:
+    """The descriptive map of an envelope, unset fields left out."""
+    result: dict[str, Any] = {"id": event.id}
+    if event.to is not None:
+        result["to"] = event.to
+    if event.sender is not None:
+        result["from"] = event.sender
+    for name in ("reply_to", "cid", "trace_id", "trace_path", "span_id"):
+        value = getattr(event, name)
+        if value is not None:
+            result[name] = value
+    result["status"] = event.status
+    if event.headers:
+        result["headers"] = event.headers
+    if event.body is not None:
+        result["body"] = event.body
+    for name in ("exec_time", "round_trip", "tags", "annotations", "obj_type", "exception"):
+        value = getattr(event, name)
+        if value is not None:
+            result[name] = value
+    return result
+
+
+def encode(event: EventEnvelope) -> bytes:
+    try:
+        return msgpack.packb(envelope_to_map(event), default=_plain_scalar, use_bin_type=True)  # type: ignore[no-any-return]
+    except CodecError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode event: {exc}") from exc
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise CodecError(f"MsgPack extension type {code} is not part of the event wire format")
+
+
+def decode(data: bytes | bytearray | memoryview) -> EventEnvelope:
+    """Bytes -> envelope. Raises CodecError, and nothing else, for anything malformed."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_refuse_ext)
+    except CodecError:
+        raise
+    except Exception as exc:  # msgpack raises a family of types for truncated/garbage input
+        raise CodecError(f"not a MsgPack event envelope: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CodecError(f"an event envelope is a MsgPack map, got {type(raw).__name__}")
+    return envelope_from_map(raw)
+
+
+def envelope_from_map(raw: dict[Any, Any]) -> EventEnvelope:
+    if raw:
+        first = next(iter(raw))
+        if isinstance(first, str) and len(first) == 1:
+            raw = _from_compact(raw)
+    event = EventEnvelope.__new__(EventEnvelope)
+    for name in EventEnvelope.__slots__:
+        setattr(event, name, None)
+    for key in _STRING_FIELDS:
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CodecError(f"field '{key}' must be a string, got {type(value).__name__}")
+        setattr(event, "sender" if key == "from" else key, value)
+    if event.id is None:
+        event.id = new_event_id()
+    status = raw.get("status", 200)
+    if status is None:
+        status = 200
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise CodecError(f"field 'status' must be an integer, got {type(status).__name__}")
+    event.status = status
+    event.headers = _str_map(raw.get("headers"), "headers") or {}
+    event.tags = _str_map(raw.get("tags"), "tags")
+    annotations = raw.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        raise CodecError(f"field 'annotations' must be a map, got {type(annotations).__name__}")
+    event.annotations = annotations
+    for key in _FLOAT_FIELDS:
+        value = raw.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise CodecError(f"field '{key}' must be a number, got {type(value).__name__}")
+            setattr(event, key, float(value))
+    exception = raw.get("exception")
+    if exception is not None and not isinstance(exception, str):
+        # a Java engine may send a serialized exception: keep a readable trace of it, not the bytes
+        exception = (
+            f"<{type(exception).__name__} of {len(exception) if hasattr(exception, '__len__') else 1}>"
+        )
+    event.exception = exception
+    event.body = raw.get("body")
+    return event
+
+
+def _from_compact(raw: dict[Any, Any]) -> dict[Any, Any]:
+    converted: dict[Any, Any] = {}
+    for key, value in raw.items():
+        name = _COMPACT_KEYS.get(key) if isinstance(key, str) else None
+        if name is not None and name not in converted:
+            converted[name] = value
+    if "id" not in converted and "to" not in converted and "body" not in converted:
+        raise CodecError("compact-format envelope has none of the fields id, to or body")
+    return converted
+
+
+def _str_map(value: Any, field: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise CodecError(f"field '{field}' must be a map of strings, got {type(value).__name__}")
+    result: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise CodecError(f"field '{field}' has a non-string key {k!r}")
+        if isinstance(v, str):
+            result[k] = v
+        elif isinstance(v, bool | int | float):
+            result[k] = str(v).lower() if isinstance(v, bool) else str(v)
+        else:
+            raise CodecError(f"field '{field}' value for '{k}' must be a string, got {type(v).__name__}")
+    return result

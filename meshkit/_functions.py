@@ -1,0 +1,150 @@
+"""Declaring functions: `@route(...)`, route-name rules, and what the bus needs to know about a handler."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+Handler = Callable[..., Any]
+
+_ROUTE_NAME = re.compile(r"^[a-z0-9_\-]+(\.[a-z0-9_\-]+)+$")
+
+
+class AppError(Exception):
+    """Raise in a handler to answer with this status and message (anything else becomes a 500)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"AppError({self.status}, {self.message!r})"
+
+
+def validate_route_name(name: object) -> str:
+    if not isinstance(name, str) or not _ROUTE_NAME.match(name):
+        raise ValueError(
+            f"Invalid route name {name!r}: use lowercase letters, digits, '.', '_' or '-', "
+            "with at least one '.' (for example 'hello.world')"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A function as the event bus sees it."""
+
+    route: str
+    handler: Handler
+    instances: int
+    private: bool
+    is_async: bool
+    arity: int  # 1: (body), 2: (headers, body), 3: (headers, body, instance)
+    body_model: type[BaseModel] | None
+
+    @property
+    def module(self) -> str:
+        return str(getattr(self.handler, "__module__", "") or "")
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.module}.{getattr(self.handler, '__qualname__', '?')}"
+
+
+def make_spec(route: str, handler: Handler, *, instances: int = 1, private: bool = False) -> FunctionSpec:
+    validate_route_name(route)
+    if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= 1000:
+        raise ValueError(
+            f"instances for route '{route}' must be an integer from 1 to 1000, got {instances!r}"
+        )
+    if not callable(handler):
+        raise TypeError(f"handler for route '{route}' is not callable")
+    params = [
+        p
+        for p in inspect.signature(handler).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not 1 <= len(params) <= 3:
+        raise TypeError(
+            f"handler for route '{route}' must take (headers, body, instance), (headers, body) or (body); "
+            f"it takes {len(params)} positional parameters"
+        )
+    body_param = params[0] if len(params) == 1 else params[1]
+    return FunctionSpec(
+        route=route,
+        handler=handler,
+        instances=instances,
+        private=private,
+        is_async=inspect.iscoroutinefunction(handler),
+        arity=len(params),
+        body_model=_body_model(handler, body_param.name),
+    )
+
+
+def _body_model(handler: Handler, param: str) -> type[BaseModel] | None:
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception:  # unresolvable forward references: treat the body as plain data
+        return None
+    hint = hints.get(param)
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return hint
+    return None
+
+
+class FunctionRegistry:
+    """Functions declared with `@registry.route(...)`; a Platform registers them when it starts.
+
+    Two modules may declare the same route (two apps in one code base); a platform refuses to run both.
+    """
+
+    def __init__(self) -> None:
+        self._specs: dict[tuple[str, str], FunctionSpec] = {}
+
+    def route(self, name: str, *, instances: int = 1, private: bool = False) -> Callable[[Handler], Handler]:
+        validate_route_name(name)
+
+        def decorate(handler: Handler) -> Handler:
+            self.add(make_spec(name, handler, instances=instances, private=private))
+            return handler
+
+        return decorate
+
+    def add(self, spec: FunctionSpec) -> None:
+        # keyed by function too: re-importing a module (reload) replaces its declarations
+        self._specs[(spec.route, spec.qualified_name)] = spec
+
+    def select(self, packages: Iterable[str] = ()) -> list[FunctionSpec]:
+        """The functions declared in these packages and their sub-modules (all when none is named)."""
+        wanted = tuple(packages)
+        return [
+            spec
+            for spec in self._specs.values()
+            if not wanted or any(spec.module == p or spec.module.startswith(p + ".") for p in wanted)
+        ]
+
+    def __iter__(self) -> Iterator[FunctionSpec]:
+        return iter(list(self._specs.values()))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+#: the registry `@route` writes to
+default_registry = FunctionRegistry()
+
+
+def route(name: str, *, instances: int = 1, private: bool = False) -> Callable[[Handler], Handler]:
+    """Declare a function on the event bus: ``@route("hello.world", instances=10)``.
+
+    The handler takes ``(headers, body, instance)`` (or ``(headers, body)``, or ``(body)``), may be
+    ``async def`` or plain ``def`` (run in a thread), and returns the reply body or an EventEnvelope.
+    """
+    return default_registry.route(name, instances=instances, private=private)

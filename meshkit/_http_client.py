@@ -1,0 +1,67 @@
+"""Event over HTTP, the caller's side: one aiohttp session per platform (measured ~10x httpx's throughput)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import aiohttp
+
+from meshkit._codec import CodecError, decode, encode
+from meshkit._envelope import EventEnvelope
+from meshkit._functions import AppError
+from meshkit._platform import Platform
+
+_sessions: weakref.WeakKeyDictionary[Platform, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
+
+
+def _session(platform: Platform) -> aiohttp.ClientSession:
+    session = _sessions.get(platform)
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=128))
+        _sessions[platform] = session
+
+        async def close() -> None:
+            await session.close()
+            _sessions.pop(platform, None)
+
+        platform.on_shutdown(close)
+    return session
+
+
+async def request_over_http(
+    platform: Platform, endpoint: str, event: EventEnvelope, timeout: float, timeout_as_reply: bool
+) -> EventEnvelope:
+    """POST the event to a peer's /api/event and return its reply envelope.
+
+    Transport failures raise like the in-process bus does: AppError with the peer's status (400, 403, 404,
+    413, 503) or TimeoutError (408), unless `timeout_as_reply` asks for a 408 envelope instead.
+    """
+    if event.sender is None:
+        event.sender = platform.name
+    headers = {"content-type": "application/octet-stream", "x-ttl": str(max(1000, int(timeout * 1000)))}
+    try:
+        async with asyncio.timeout(timeout):
+            async with _session(platform).post(endpoint, data=encode(event), headers=headers) as response:
+                status, data = response.status, await response.read()
+    except TimeoutError:
+        return _timed_out(
+            event, f"Route {event.to} at {endpoint} timeout for {timeout:g} s", timeout_as_reply
+        )
+    except aiohttp.ClientError as exc:
+        raise AppError(503, f"Unable to reach {endpoint}: {exc}") from exc
+    try:
+        reply = decode(data)
+    except CodecError as exc:
+        raise AppError(502, f"{endpoint} answered HTTP {status} without an event envelope: {exc}") from exc
+    if status == 408 or (reply.status == 408 and status != 200):
+        return _timed_out(event, reply.error_message(), timeout_as_reply)
+    if status != 200:
+        raise AppError(status, reply.error_message())
+    return reply
+
+
+def _timed_out(event: EventEnvelope, message: str, as_reply: bool) -> EventEnvelope:
+    if as_reply:
+        return EventEnvelope(status=408, body=message, cid=event.cid, sender=event.to)
+    raise TimeoutError(message)

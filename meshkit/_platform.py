@@ -1,0 +1,319 @@
+"""The platform: one per app instance. It owns the functions, the event bus and the reply inboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from meshkit._envelope import EventEnvelope, new_event_id
+from meshkit._functions import AppError, FunctionSpec, Handler, default_registry, make_spec
+from meshkit._worker import FunctionPool
+
+if TYPE_CHECKING:
+    from meshkit._config import AppConfig
+
+log = logging.getLogger("meshkit.platform")
+
+
+def new_origin() -> str:
+    """An app instance's identity: yyyymmdd + 32 hex characters, new at every start."""
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%d") + uuid.uuid4().hex
+
+
+class RemoteRouter(Protocol):
+    """The distributed routing table as the bus sees it (the mesh implements this)."""
+
+    def pick(self, route: str) -> str | None:
+        """One origin serving `route`, balanced across all that do; None when nobody does."""
+
+    def origins(self, route: str) -> list[str]:
+        """Every origin serving `route`."""
+
+    def send(self, origin: str, event: EventEnvelope) -> None:
+        """Put an event on the way to `origin` (raises AppError when it cannot)."""
+
+
+_current: Platform | None = None
+
+
+def current_platform() -> Platform:
+    if _current is None:
+        raise RuntimeError(
+            "No meshkit platform is running: start one with create_app(...) or Platform.start()"
+        )
+    return _current
+
+
+class Platform:
+    """Functions, their worker pools, the local event bus and the inboxes of pending requests."""
+
+    def __init__(
+        self,
+        config: AppConfig | None = None,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        description: str | None = None,
+        personality: str = "APP",
+        functions: Iterable[FunctionSpec] | None = None,
+    ) -> None:
+        from meshkit._config import AppConfig
+
+        self.config = config if config is not None else AppConfig.load()
+        self.name = name or self.config.get("application.name", "application") or "application"
+        self.version = version or self.config.get("info.app.version", "1.0.0") or "1.0.0"
+        self.description = description or self.config.get("info.app.description", "") or ""
+        self.personality = personality.upper()
+        self.origin = new_origin()
+        self.inbox = "@" + self.origin
+        self.started_at: _dt.datetime | None = None
+        self.remote: RemoteRouter | None = None
+        self._declared = list(functions) if functions is not None else list(default_registry)
+        self._pools: dict[str, FunctionPool] = {}
+        self._pending: dict[str, asyncio.Future[EventEnvelope]] = {}
+        self._deadlines: dict[str, tuple[float, str | None, float]] = {}
+        self._sweep_at: float | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._route_listeners: list[RouteListener] = []
+        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError(f"platform {self.name} is not started")
+        return self._loop
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    async def start(self) -> None:
+        global _current
+        self._loop = asyncio.get_running_loop()
+        self.started_at = _dt.datetime.now(_dt.UTC)
+        for spec in self._declared:
+            if spec.route in self._pools:
+                raise ValueError(
+                    f"Route '{spec.route}' is declared by both {self._pools[spec.route].spec.qualified_name}"
+                    f" and {spec.qualified_name}"
+                )
+            self._add(spec)
+        _current = self
+        log.info(
+            "%s %s started as %s with %d functions", self.name, self.version, self.origin, len(self._pools)
+        )
+
+    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run `hook` when the platform stops (after the functions, before the inboxes close)."""
+        self._shutdown_hooks.append(hook)
+
+    async def stop(self) -> None:
+        global _current
+        for hook in reversed(self._shutdown_hooks):
+            try:
+                await hook()
+            except Exception:
+                log.exception("Shutdown hook %s failed", hook)
+        self._shutdown_hooks.clear()
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(pool.stop() for pool in pools))
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(AppError(503, f"{self.name} is shutting down"))
+        self._pending.clear()
+        if _current is self:
+            _current = None
+        self._loop = None
+
+    # -- functions ---------------------------------------------------------------------------------------
+    def register(
+        self,
+        route: str | FunctionSpec,
+        handler: Handler | None = None,
+        *,
+        instances: int = 1,
+        private: bool = False,
+    ) -> FunctionSpec:
+        """Add a function at run time (``platform.register("my.route", handler, instances=4)``)."""
+        if isinstance(route, FunctionSpec):
+            spec = route
+        else:
+            if handler is None:
+                raise TypeError("register(route, handler) needs a handler")
+            spec = make_spec(route, handler, instances=instances, private=private)
+        if spec.route in self._pools:
+            raise ValueError(f"Route '{spec.route}' is already registered in {self.name}")
+        if self._loop is None:
+            self._declared.append(spec)
+        else:
+            self._add(spec)
+        return spec
+
+    def _add(self, spec: FunctionSpec) -> None:
+        pool = FunctionPool(spec, self)
+        self._pools[spec.route] = pool
+        log.info(
+            "%s %s with %d instance%s",
+            "Private" if spec.private else "Public",
+            spec.route,
+            spec.instances,
+            "" if spec.instances == 1 else "s",
+        )
+        for listener in self._route_listeners:
+            listener(spec, True)
+
+    async def release(self, route: str) -> None:
+        """Remove a function: it stops taking events and its workers end."""
+        pool = self._pools.pop(route, None)
+        if pool is None:
+            raise AppError(404, f"Route {route} not found")
+        await pool.stop()
+        log.info("%s released", route)
+        for listener in self._route_listeners:
+            listener(pool.spec, False)
+
+    def on_route_change(self, listener: RouteListener) -> None:
+        """Call `listener(spec, added)` when a function is registered or released (the mesh advertises)."""
+        self._route_listeners.append(listener)
+
+    def functions(self) -> list[FunctionSpec]:
+        return [pool.spec for pool in self._pools.values()]
+
+    def pool(self, route: str) -> FunctionPool | None:
+        return self._pools.get(route)
+
+    def has_local(self, route: str) -> bool:
+        return route in self._pools
+
+    def public_routes(self) -> list[str]:
+        return sorted(route for route, pool in self._pools.items() if not pool.spec.private)
+
+    # -- the event bus -------------------------------------------------------------------------------------
+    def dispatch(self, event: EventEnvelope, *, external: bool = False) -> None:
+        """Deliver an event: to a local function, a local inbox, or across the mesh.
+
+        `external` is set for events from outside the process, which may not reach private functions.
+        """
+        pool = self._pools.get(event.to)  # type: ignore[arg-type]
+        if pool is not None and not (external and pool.spec.private):
+            pool.submit(event)
+            return
+        self._dispatch_elsewhere(event, external)
+
+    def _dispatch_elsewhere(self, event: EventEnvelope, external: bool) -> None:
+        to = event.to
+        if not to:
+            raise AppError(400, "Missing routing path")
+        if to == self.inbox:
+            self._resolve(event)
+            return
+        route, _, origin = to.partition("@")
+        if route in self._pools and (not origin or origin == self.origin):
+            if external and self._pools[route].spec.private:
+                raise AppError(403, f"Route {route} is private")
+            event.to = route
+            self._pools[route].submit(event)
+            return
+        if origin and origin != self.origin:
+            if self.remote is None:
+                raise AppError(404, f"Origin {origin} is not reachable")
+            self.remote.send(origin, event)
+            return
+        if not route and origin == self.origin:  # a reply to an inbox of ours
+            self._resolve(event)
+            return
+        target = self.remote.pick(route) if self.remote is not None and not external else None
+        if target is None:
+            raise AppError(404, f"Route {route} not found")
+        self.remote.send(target, event)  # type: ignore[union-attr]
+
+    def deliver_reply(self, reply: EventEnvelope) -> None:
+        """Send a function's reply on its way; a reply that cannot be delivered is logged, not raised."""
+        try:
+            self.dispatch(reply)
+        except AppError as exc:
+            log.warning("Reply %s to %s not delivered: %s", reply.cid, reply.to, exc.message)
+
+    # -- pending requests ----------------------------------------------------------------------------------
+    async def call(self, event: EventEnvelope, timeout: float, *, external: bool = False) -> EventEnvelope:
+        """Dispatch `event` and await its reply; TimeoutError after `timeout` seconds."""
+        cid = event.cid = new_event_id()
+        event.reply_to = self.inbox
+        started = time.perf_counter()
+        pool = self._pools.get(event.to)  # type: ignore[arg-type]
+        if (
+            pool is not None
+            and pool.spec.is_async
+            and pool.busy < pool.spec.instances
+            and not (external and pool.spec.private)
+        ):
+            reply = pool.try_inline(event)
+            if reply is not None:
+                reply.round_trip = (time.perf_counter() - started) * 1000
+                return reply
+            # the handler awaits something: its reply arrives through the inbox like any other
+        else:
+            self.dispatch(event, external=external)
+        loop = self.loop
+        future: asyncio.Future[EventEnvelope] = loop.create_future()
+        self._pending[cid] = future
+        deadline = loop.time() + timeout
+        self._deadlines[cid] = (deadline, event.to, timeout)
+        if self._sweep_at is None or deadline < self._sweep_at:
+            self._schedule_sweep(deadline)
+        try:
+            reply = await future
+        finally:
+            self._pending.pop(cid, None)
+            self._deadlines.pop(cid, None)
+        reply.round_trip = (time.perf_counter() - started) * 1000
+        return reply
+
+    # One timer for every pending request, not one each: cheaper than call_later + cancel per request.
+    def _schedule_sweep(self, when: float) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = when
+        self._sweep_handle = self.loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_handle = self._sweep_at = None
+        now = self.loop.time()
+        expired = [(cid, entry) for cid, entry in self._deadlines.items() if entry[0] <= now]
+        for cid, (_, route, timeout) in expired:
+            del self._deadlines[cid]
+            future = self._pending.pop(cid, None)
+            if future is not None and not future.done():
+                future.set_exception(TimeoutError(f"Route {route} timeout for {timeout:g} s"))
+        if self._deadlines:
+            # sweep no more often than every 5 ms however spread the deadlines are
+            earliest = min(entry[0] for entry in self._deadlines.values())
+            self._schedule_sweep(max(earliest, now + 0.005))
+
+    def _resolve(self, reply: EventEnvelope) -> None:
+        future = self._pending.pop(reply.cid, None) if reply.cid is not None else None
+        if future is None:
+            log.debug("Late or unknown reply %s from %s dropped", reply.cid, reply.sender)
+        elif not future.done():
+            future.set_result(reply)
+
+    def route_exists(self, route: str) -> bool:
+        if route in self._pools:
+            return True
+        return self.remote is not None and bool(self.remote.origins(route))
+
+    def route_origins(self, route: str) -> list[str]:
+        local = [self.origin] if route in self._pools else []
+        remote = self.remote.origins(route) if self.remote is not None else []
+        return local + [o for o in remote if o != self.origin]
+
+
+class RouteListener(Protocol):
+    def __call__(self, spec: FunctionSpec, added: bool) -> None: ...

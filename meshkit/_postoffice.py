@@ -1,0 +1,175 @@
+"""PostOffice: send, request, broadcast, request_all, exists, search: in process, mesh or HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from meshkit._context import current_event
+from meshkit._envelope import EventEnvelope
+from meshkit._functions import AppError
+from meshkit._platform import Platform, current_platform
+
+T = TypeVar("T")
+
+
+class PostOffice:
+    """The caller's API. Create one where you need it: ``po = PostOffice()``.
+
+    Inside a function, the PostOffice carries the running event's trace id and path to the events it sends.
+    """
+
+    __slots__ = ("_platform", "_trace_id", "_trace_path")
+
+    def __init__(
+        self, platform: Platform | None = None, *, trace_id: str | None = None, trace_path: str | None = None
+    ) -> None:
+        self._platform = platform if platform is not None else current_platform()
+        context = current_event.get()
+        self._trace_id = trace_id if trace_id is not None else (context.trace_id if context else None)
+        self._trace_path = trace_path if trace_path is not None else (context.trace_path if context else None)
+
+    @property
+    def platform(self) -> Platform:
+        return self._platform
+
+    def _event(self, to: str | EventEnvelope, body: Any, headers: dict[str, str] | None) -> EventEnvelope:
+        if isinstance(to, EventEnvelope):
+            event = to
+            if body is not None:
+                event.body = body
+            if headers:
+                event.headers.update(headers)
+        else:
+            event = EventEnvelope(to, body, dict(headers) if headers else None)
+        if event.trace_id is None and self._trace_id is not None:
+            event.trace_id = self._trace_id
+            event.trace_path = self._trace_path
+        return event
+
+    # -- drop and forget -----------------------------------------------------------------------------------
+    async def send(
+        self, to: str | EventEnvelope, body: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        """Deliver an event without waiting for a reply. Raises AppError(404) for an unknown route."""
+        self._platform.dispatch(self._event(to, body, headers))
+
+    async def broadcast(self, to: str, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        """Deliver a copy to every app instance that serves `to`, this one included."""
+        platform = self._platform
+        origins = platform.route_origins(to)
+        if not origins:
+            raise AppError(404, f"Route {to} not found")
+        for origin in origins:
+            event = self._event(f"{to}@{origin}" if origin != platform.origin else to, body, headers)
+            platform.dispatch(event)
+
+    # -- RPC -----------------------------------------------------------------------------------------------
+    async def request(
+        self,
+        to: str | EventEnvelope,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+        endpoint: str | None = None,
+        timeout_as_reply: bool = False,
+    ) -> EventEnvelope:
+        """Send an event and await its reply.
+
+        A handler's error comes back as a reply with its status. No reply within `timeout` seconds raises
+        TimeoutError, or returns a 408 envelope when `timeout_as_reply` is set. With `endpoint`
+        ("http://host:port/api/event") the event travels over HTTP instead of the bus.
+        """
+        event = self._event(to, body, headers)
+        if endpoint is not None:
+            from meshkit._http_client import request_over_http
+
+            return await request_over_http(self._platform, endpoint, event, timeout, timeout_as_reply)
+        try:
+            return await self._platform.call(event, timeout)
+        except TimeoutError as exc:
+            if timeout_as_reply:
+                return EventEnvelope(status=408, body=str(exc), cid=event.cid, sender=event.to)
+            raise
+
+    async def request_all(
+        self, events: Sequence[EventEnvelope | str], *, timeout: float = 10.0
+    ) -> list[EventEnvelope]:
+        """Fork-n-join: send every event at once and return the replies that arrived within `timeout`.
+
+        The result keeps the order of `events`; late ones are simply missing, never an exception.
+        """
+        replies = await asyncio.gather(
+            *(self.request(e, timeout=timeout) for e in events), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException) and not isinstance(reply, TimeoutError):
+                raise reply
+        return [r for r in replies if isinstance(r, EventEnvelope)]
+
+    # -- discovery -----------------------------------------------------------------------------------------
+    def exists(self, *routes: str) -> bool:
+        """True when every route is served here or anywhere in the mesh."""
+        return bool(routes) and all(self._platform.route_exists(r) for r in routes)
+
+    def search(self, route: str) -> list[str]:
+        """The origins of the app instances serving `route`."""
+        return self._platform.route_origins(route)
+
+    # -- the bridge for plain `def` handlers -----------------------------------------------------------------
+    @property
+    def sync(self) -> SyncPostOffice:
+        return SyncPostOffice(self)
+
+
+class SyncPostOffice:
+    """Blocking calls for code in a worker thread (a plain `def` handler): ``po.sync.request(...)``."""
+
+    __slots__ = ("_po",)
+
+    def __init__(self, po: PostOffice) -> None:
+        self._po = po
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._po.platform.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("PostOffice.sync blocks: use 'await po.request(...)' on the event loop")
+        return loop
+
+    def _run(self, loop: asyncio.AbstractEventLoop, call: Coroutine[Any, Any, T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(call, loop).result(timeout + 1.0)
+
+    def send(self, to: str | EventEnvelope, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        self._run(self._loop(), self._po.send(to, body, headers), 10.0)
+
+    def broadcast(self, to: str, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        self._run(self._loop(), self._po.broadcast(to, body, headers), 10.0)
+
+    def request(
+        self,
+        to: str | EventEnvelope,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+        endpoint: str | None = None,
+        timeout_as_reply: bool = False,
+    ) -> EventEnvelope:
+        return self._run(
+            self._loop(),
+            self._po.request(
+                to, body, headers, timeout=timeout, endpoint=endpoint, timeout_as_reply=timeout_as_reply
+            ),
+            timeout,
+        )
+
+    def request_all(
+        self, events: Sequence[EventEnvelope | str], *, timeout: float = 10.0
+    ) -> list[EventEnvelope]:
+        return self._run(self._loop(), self._po.request_all(events, timeout=timeout), timeout)

@@ -1,0 +1,259 @@
+"""A function's executions: at most `instances` at a time, the rest waiting in arrival order.
+
+There are no idle worker tasks. An event starts at once while the function has a free instance, otherwise it
+waits in the backlog. A request to a local `async def` function runs its first step inline in the caller's
+task (no hand-off at all); a handler that awaits something is finished by a task of its own, so the caller's
+timeout still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine, Generator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from meshkit._codec import to_plain
+from meshkit._context import EventContext, current_event
+from meshkit._envelope import EventEnvelope
+from meshkit._functions import AppError, FunctionSpec
+
+if TYPE_CHECKING:
+    from meshkit._platform import Platform
+
+log = logging.getLogger("meshkit.worker")
+
+_PLAIN = (str, int, float, bool, bytes, type(None), dict, list)
+
+
+class _Resume:
+    """Await a coroutine that has already run its first step and yielded `first` (what `yield from` does)."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro, self.first = coro, first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, message = self.coro, self.first
+        while True:
+            try:
+                sent = yield message
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation and friends go to the handler, as with a plain await
+                try:
+                    message = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    message = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class FunctionPool:
+    """Runs one route's events, at most `spec.instances` at a time, in arrival order."""
+
+    __slots__ = ("_backlog", "_executor", "_free", "_platform", "_tasks", "busy", "handled", "spec")
+
+    def __init__(self, spec: FunctionSpec, platform: Platform) -> None:
+        self.spec = spec
+        self.busy = 0
+        self.handled = 0
+        self._platform = platform
+        self._backlog: deque[EventEnvelope] = deque()
+        self._free = list(range(spec.instances, 0, -1))  # instance numbers not in use
+        self._tasks: set[asyncio.Task[None]] = set()
+        # a plain `def` handler gets threads of its own, as many as its instances, so it never blocks the loop
+        self._executor = (
+            None
+            if spec.is_async
+            else ThreadPoolExecutor(max_workers=spec.instances, thread_name_prefix=f"meshkit-{spec.route}")
+        )
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._backlog)
+
+    async def stop(self) -> None:
+        tasks, self._tasks = list(self._tasks), set()
+        self._backlog.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- scheduling ----------------------------------------------------------------------------------------
+    def submit(self, event: EventEnvelope) -> None:
+        if self.busy < self.spec.instances:
+            self._spawn(self._run(event, self._acquire()))
+        else:
+            self._backlog.append(event)
+
+    def _acquire(self) -> int:
+        self.busy += 1
+        return self._free.pop()
+
+    def _release(self, instance: int) -> None:
+        self._free.append(instance)
+        self.busy -= 1
+        self.handled += 1
+        if self._backlog:
+            self._spawn(self._run(self._backlog.popleft(), self._acquire()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, event: EventEnvelope, instance: int) -> None:
+        try:
+            reply = await self._execute(event, instance)
+            if reply is not None:
+                self._platform.deliver_reply(reply)
+        except Exception:  # a bug in reply delivery must not lose the instance
+            log.exception("Unable to complete event %s for %s", event.id, self.spec.route)
+        finally:
+            self._release(instance)
+
+    def try_inline(self, event: EventEnvelope) -> EventEnvelope | None:
+        """Run a request's first step in the caller's task. Returns the reply if the handler finished in it;
+        otherwise a task finishes the handler and delivers the reply to `event.reply_to` as usual."""
+        instance = self._acquire()
+        started = time.perf_counter()
+        token = (
+            current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
+            if event.trace_id is not None
+            else None
+        )
+        try:
+            try:
+                coro = self._invoke_async(event, instance)
+                first = coro.send(None)
+            except StopIteration as stop:
+                reply = self._reply(event, started, 200, stop.value, None)
+            except Exception as exc:
+                reply = self._reply(event, started, *self._failure(event, exc))
+            except BaseException:
+                self._release(instance)
+                raise
+            else:
+                self._spawn(self._finish(event, instance, coro, first, started))
+                return None
+        finally:
+            if token is not None:
+                current_event.reset(token)
+        self._release(instance)
+        return reply
+
+    async def _finish(
+        self, event: EventEnvelope, instance: int, coro: Coroutine[Any, Any, Any], first: Any, started: float
+    ) -> None:
+        try:
+            try:
+                result = await _Resume(coro, first)
+            except Exception as exc:
+                reply = self._reply(event, started, *self._failure(event, exc))
+            else:
+                reply = self._reply(event, started, 200, result, None)
+            if reply is not None:
+                self._platform.deliver_reply(reply)
+        finally:
+            self._release(instance)
+
+    # -- execution -----------------------------------------------------------------------------------------
+    def _arguments(self, event: EventEnvelope, instance: int) -> tuple[Any, ...]:
+        spec = self.spec
+        body = event.body
+        if spec.body_model is not None and not isinstance(body, spec.body_model):
+            body = spec.body_model.model_validate(body)
+        if spec.arity == 1:
+            return (body,)
+        headers = dict(event.headers)
+        headers["my_route"] = spec.route
+        if event.trace_id is not None:
+            headers["my_trace_id"] = event.trace_id
+            if event.trace_path is not None:
+                headers["my_trace_path"] = event.trace_path
+        return (headers, body, instance) if spec.arity == 3 else (headers, body)
+
+    def _invoke_async(self, event: EventEnvelope, instance: int) -> Coroutine[Any, Any, Any]:
+        return self.spec.handler(*self._arguments(event, instance))  # type: ignore[no-any-return]
+
+    async def _execute(self, event: EventEnvelope, instance: int) -> EventEnvelope | None:
+        started = time.perf_counter()
+        token = current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
+        try:
+            if self.spec.is_async:
+                result = await self._invoke_async(event, instance)
+            else:
+                args = self._arguments(event, instance)
+                context = contextvars.copy_context()
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, context.run, self.spec.handler, *args)
+        except Exception as exc:
+            return self._reply(event, started, *self._failure(event, exc))
+        finally:
+            current_event.reset(token)
+        return self._reply(event, started, 200, result, None)
+
+    def _failure(self, event: EventEnvelope, exc: BaseException) -> tuple[int, Any, str]:
+        if isinstance(exc, AppError):
+            return exc.status, exc.message, "AppError"
+        if isinstance(exc, ValidationError):
+            return 400, _validation_message(self.spec.body_model, exc), "ValidationError"
+        if not isinstance(exc, Exception):  # cancellation, KeyboardInterrupt: not ours to swallow
+            raise exc
+        log.warning("%s failed on event %s: %s", self.spec.route, event.id, exc, exc_info=exc)
+        return 500, str(exc) or type(exc).__name__, type(exc).__name__
+
+    def _reply(
+        self, event: EventEnvelope, started: float, status: int, result: Any, exception: str | None
+    ) -> EventEnvelope | None:
+        headers = None
+        if type(result) is EventEnvelope:
+            status, headers, result = result.status, result.headers or None, result.body
+        if not isinstance(result, _PLAIN):  # a model or a datetime: plain data, as on the wire
+            try:
+                result = to_plain(result)
+            except ValueError as exc:
+                status, result, exception = 500, f"Unable to serialize the result: {exc}", "CodecError"
+        if event.reply_to is None:
+            if status >= 400:
+                log.warning(
+                    "%s returned %d for drop-and-forget event %s: %s",
+                    self.spec.route,
+                    status,
+                    event.id,
+                    result,
+                )
+            return None
+        reply = EventEnvelope(
+            event.reply_to,
+            result,
+            headers,
+            status=status,
+            sender=self.spec.route,
+            cid=event.cid,
+            exec_time=(time.perf_counter() - started) * 1000,
+            exception=exception,
+        )
+        if event.trace_id is not None:
+            reply.trace_id, reply.trace_path = event.trace_id, event.trace_path
+        return reply
+
+
+def _validation_message(model: type[BaseModel] | None, exc: ValidationError) -> str:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+    name = model.__name__ if model is not None else "body"
+    return f"Invalid {name}: {problems}"

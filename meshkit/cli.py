@@ -1,0 +1,139 @@
+"""The ``meshkit`` command: ``meshkit run MODULE:APP [--host H] [--port P] [-Dkey=value ...]``.
+
+``-D`` arguments may appear anywhere on the command line. They become process-wide system properties
+(:func:`meshkit._config.set_system_properties`) before uvicorn starts, so ``AppConfig.load()`` inside the
+app sees them even though uvicorn's own argument parser would reject them. Without ``--port`` the port is
+``server.port`` from the app's configuration (its package directory's ``application.properties``/``.yml``,
+the environment and the ``-D`` arguments), else 8080.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshkit._config import AppConfig, ConfigError, parse_define_arguments, set_system_properties
+
+DEFAULT_PORT = 8080
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``meshkit run`` was asked to do."""
+
+    app: str
+    host: str = "127.0.0.1"
+    port: int | None = None
+    log_level: str = "info"
+    app_dir: str = "."
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def version() -> str:
+    """The installed meshkit version (or the package's ``__version__`` in a source checkout)."""
+    try:
+        return importlib.metadata.version("meshkit")
+    except importlib.metadata.PackageNotFoundError:
+        return str(getattr(sys.modules.get("meshkit"), "__version__", "unknown"))
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
+    return port
+
+
+def _app_string(text: str) -> str:
+    module, sep, attr = text.partition(":")
+    if not sep or not module.strip() or not attr.strip():
+        raise argparse.ArgumentTypeError(f"expected MODULE:APP (e.g. example.main:app), got {text!r}")
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshkit",
+        description="Run a meshkit (FastAPI) application.",
+        epilog="-Dkey=value arguments may appear anywhere; they override application.properties.",
+    )
+    parser.add_argument("--version", action="version", version=f"meshkit {version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser("run", help="run MODULE:APP with uvicorn")
+    run.add_argument("app", type=_app_string, metavar="MODULE:APP", help="e.g. example_services.rest:app")
+    run.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    run.add_argument("--port", type=_port, default=None, help="default: server.port from config, else 8080")
+    run.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default info")
+    run.add_argument("--app-dir", default=".", help="directory put on sys.path first (default .)")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> RunOptions:
+    """Parse a command line; on a bad one print the reason to stderr and raise ``SystemExit(2)``."""
+    parser = _parser()
+    defines = [item for item in argv if item.startswith("-D")]
+    try:
+        properties = parse_define_arguments(defines)
+    except ConfigError as e:
+        parser.error(str(e))
+    args = parser.parse_args([item for item in argv if not item.startswith("-D")])
+    return RunOptions(args.app, args.host, args.port, args.log_level, args.app_dir, properties)
+
+
+def module_directory(module: str) -> Path | None:
+    """The directory of ``module``'s source file, found without running the module itself."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or not Path(spec.origin).is_file():
+        return None
+    return Path(spec.origin).parent
+
+
+def resolve_port(options: RunOptions, directory: Path | None) -> int:
+    """``--port``, else ``server.port`` from the configuration in ``directory``, else 8080."""
+    if options.port is not None:
+        return options.port
+    config = AppConfig.load(search_paths=[directory] if directory else [], argv=[])
+    return config.get_int("server.port", DEFAULT_PORT)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``meshkit`` console script; returns the exit code."""
+    try:
+        options = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    app_dir = str(Path(options.app_dir).resolve())
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    module = options.app.partition(":")[0]
+    directory = module_directory(module)
+    if directory is None:
+        print(f"meshkit: error: cannot find module {module!r} (from {app_dir})", file=sys.stderr)
+        return 2
+    set_system_properties(options.properties)
+    try:
+        port = resolve_port(options, directory)
+    except ConfigError as e:
+        print(f"meshkit: error: {e}", file=sys.stderr)
+        return 2
+
+    import uvicorn  # here, so that parsing and the tests never need a server
+
+    uvicorn.run(options.app, host=options.host, port=port, log_level=options.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The one interface every connector implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+# Called on the event loop thread with the raw record value, in partition order.
+RecordHandler = Callable[[bytes], None]
+
+
+class ConnectorError(Exception):
+    """The network event stream refused or failed an operation (broker down, topic missing, ...)."""
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """One partition being consumed; closing it stops delivery and frees the client."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """Topics with numbered partitions: create on demand, publish to one partition, consume one partition."""
+
+    #: "none", "kafka" or "hazelcast": shown as `service` in the health check.
+    name: str
+    #: where it connects, shown as `href` in the health check (e.g. "127.0.0.1:9092").
+    href: str
+
+    async def start(self) -> None:
+        """Connect. Raises ConnectorError with a clear message when the cluster cannot be reached."""
+
+    async def ensure_topic(self, topic: str, partitions: int) -> None:
+        """Create the topic with at least `partitions` partitions unless it exists already."""
+
+    async def list_topics(self) -> dict[str, int]:
+        """Every topic the cluster holds and its partition count."""
+
+    async def publish(self, topic: str, partition: int, payload: bytes) -> None:
+        """Send one record to one partition; returns once the cluster accepted it (or raises)."""
+
+    async def consume(self, topic: str, partition: int, on_record: RecordHandler) -> Subscription:
+        """Deliver every record published to this partition after the call returns, in order.
+
+        The partition is assigned, not joined through a consumer group: no rebalance, no group wait.
+        """
+
+    async def close(self) -> None:
+        """Stop every subscription and release the client. Safe to call twice."""
