@@ -35,12 +35,14 @@ def create_app(
     functions: Iterable[FunctionSpec] | None = None,
     scan: Sequence[str] = (),
     additional_info: AdditionalInfo | None = None,
+    join_mesh: bool = True,
 ) -> FastAPI:
     """A FastAPI app whose lifespan runs a meshkit platform.
 
     `config_dir` holds application.properties / application.yml (default: the working directory);
     `properties` override every other source; `scan` names the packages whose `@route` functions this app
     runs (imported first; all declared functions when empty); `functions` gives the list explicitly instead.
+    `join_mesh=False` keeps the app out of the mesh even with a connector configured (the presence monitor).
     """
     config = load_config(config_dir, properties)
     app = FastAPI(
@@ -57,6 +59,7 @@ def create_app(
         functions=functions,
         scan=scan,
         additional_info=additional_info,
+        join_mesh=join_mesh,
     )
     return app
 
@@ -76,6 +79,7 @@ def install(
     functions: Iterable[FunctionSpec] | None = None,
     scan: Sequence[str] = (),
     additional_info: AdditionalInfo | None = None,
+    join_mesh: bool = True,
 ) -> Platform:
     """Add meshkit to an existing FastAPI app; the platform is `app.state.platform`."""
     setup_logging(config)
@@ -102,10 +106,10 @@ def install(
     async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
         await platform.start()
         try:
-            if connector != "none":
-                from meshkit.mesh import join_mesh
+            if connector != "none" and join_mesh:
+                from meshkit.mesh import join_mesh as join
 
-                await join_mesh(platform, connector)
+                await join(platform, connector)
             async with user_lifespan(application) as state:
                 yield state
         finally:

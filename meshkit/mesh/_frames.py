@@ -1,0 +1,144 @@
+"""Records on the connector: who a record is for, and what it carries (an event, a segment, a control map).
+
+A record is a MsgPack map: ``{"type", "origin", ...}``. ``origin`` names the recipient app instance ("*" for
+everyone on a shared partition), so a record that reached the wrong app (a topic handed over to a new owner)
+is recognised and skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+EVERYONE = "*"
+DEFAULT_SEGMENT_SIZE = 64 * 1024
+
+_prefix = os.urandom(4).hex()
+_counter = itertools.count(1)
+
+
+class FrameError(ValueError):
+    """A record that is not a meshkit frame."""
+
+
+def event_records(
+    origin: str, event_bytes: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
+) -> list[bytes]:
+    """One record, or segments of at most `segment_size` payload bytes when the event is larger.
+
+    `reply` is the sender's virtual topic: the recipient can answer before it has heard the sender's join.
+    """
+    if len(event_bytes) <= segment_size:
+        return [msgpack.packb({"type": "event", "origin": origin, "reply": reply, "payload": event_bytes})]
+    message_id = f"{_prefix}{next(_counter):x}"
+    count = (len(event_bytes) + segment_size - 1) // segment_size
+    return [
+        msgpack.packb(
+            {
+                "type": "segment",
+                "origin": origin,
+                "reply": reply,
+                "id": message_id,
+                "index": n,
+                "count": count,
+                "payload": event_bytes[n * segment_size : (n + 1) * segment_size],
+            }
+        )
+        for n in range(count)
+    ]
+
+
+def control_record(origin: str, message: dict[str, Any]) -> bytes:
+    return msgpack.packb({"type": "control", "origin": origin, "payload": message})  # type: ignore[no-any-return]
+
+
+def parse(record: bytes) -> dict[str, Any]:
+    try:
+        frame = msgpack.unpackb(record, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise FrameError(f"not a MsgPack record ({type(exc).__name__})") from exc
+    if (
+        not isinstance(frame, dict)
+        or not isinstance(frame.get("type"), str)
+        or not isinstance(frame.get("origin"), str)
+    ):
+        raise FrameError("not a meshkit record (a map with 'type' and 'origin' expected)")
+    return frame
+
+
+@dataclass
+class _Partial:
+    count: int
+    started: float
+    parts: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
+
+
+class Reassembler:
+    """Joins segments back into events; incomplete ones expire, and the total held is bounded."""
+
+    def __init__(self, max_event_bytes: int, expiry_seconds: float = 60.0) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.expiry_seconds = expiry_seconds
+        self._partials: dict[str, _Partial] = {}
+        self._held = 0
+
+    def add(self, frame: dict[str, Any]) -> bytes | None:
+        """The whole event once its last segment arrives; None while parts are missing."""
+        message_id, index, count, payload = (
+            frame.get("id"),
+            frame.get("index"),
+            frame.get("count"),
+            frame.get("payload"),
+        )
+        if not (
+            isinstance(message_id, str)
+            and isinstance(index, int)
+            and isinstance(count, int)
+            and isinstance(payload, bytes)
+            and 0 <= index < count
+        ):
+            raise FrameError("malformed segment")
+        self._expire()
+        partial = self._partials.get(message_id)
+        if partial is None:
+            if count * len(payload) > self.max_event_bytes * 2:
+                raise FrameError(f"segmented event of {count} parts exceeds max.event.size")
+            partial = self._partials[message_id] = _Partial(count, time.monotonic())
+        if partial.count != count or index in partial.parts:
+            raise FrameError("inconsistent segment")
+        partial.parts[index] = payload
+        partial.size += len(payload)
+        self._held += len(payload)
+        if partial.size > self.max_event_bytes:
+            self._drop(message_id)
+            raise FrameError("segmented event exceeds max.event.size")
+        if len(partial.parts) < count:
+            return None
+        self._drop(message_id)
+        return b"".join(partial.parts[n] for n in range(count))
+
+    def _drop(self, message_id: str) -> None:
+        partial = self._partials.pop(message_id, None)
+        if partial is not None:
+            self._held -= partial.size
+
+    def _expire(self) -> None:
+        if not self._partials:
+            return
+        cutoff = time.monotonic() - self.expiry_seconds
+        for message_id in [m for m, p in self._partials.items() if p.started < cutoff]:
+            self._drop(message_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._partials)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held

@@ -1,0 +1,149 @@
+"""The presence client: a websocket to a presence monitor that hands out this app's virtual topic.
+
+It says who this app is, keeps the connection alive, and moves to the next monitor in `presence.url`
+when its monitor goes away, keeping (or cleanly re-getting) its topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from meshkit._codec import iso_utc_ms
+from meshkit._platform import Platform
+
+log = logging.getLogger("meshkit.mesh.presence")
+
+OnReady = Callable[[str, str], Awaitable[None]]  # (virtual topic name, monitor id)
+
+
+class PresenceRefused(Exception):
+    """The monitor said no (mesh full, origin already connected, bad key)."""
+
+
+class PresenceClient:
+    def __init__(
+        self,
+        platform: Platform,
+        urls: list[str],
+        *,
+        group: int,
+        keepalive: float,
+        on_ready: OnReady,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.platform = platform
+        self.urls = [u.rstrip("/") for u in urls]
+        self.group = group
+        self.keepalive = keepalive
+        self.on_ready = on_ready
+        self.headers = headers or {}
+        self.topic: str | None = None
+        self.monitor: str | None = None
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._created = iso_utc_ms(_dt.datetime.now(_dt.UTC))
+
+    async def start(self, wait: float) -> bool:
+        """Connect in the background; True if the first monitor answered within `wait` seconds."""
+        self._task = asyncio.create_task(self._run(), name="meshkit:presence")
+        try:
+            await asyncio.wait_for(self.connected.wait(), wait)
+            return True
+        except TimeoutError:
+            log.warning(
+                "No presence monitor answered within %g s (%s); still trying", wait, ", ".join(self.urls)
+            )
+            return False
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._ws is not None:
+            await self._ws.close(1000, "stopping")
+            self._ws = None
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            url = self.urls[attempt % len(self.urls)]
+            attempt += 1
+            try:
+                await self._session(url)
+                attempt = 0  # a session that ran: start again from the first monitor
+            except PresenceRefused as exc:
+                log.error("Presence monitor %s refused this app: %s", url, exc)
+                await asyncio.sleep(5.0)
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.warning("Presence monitor %s unavailable: %s", url, exc or type(exc).__name__)
+            finally:
+                self.connected.clear()
+                self._ws = None
+            await asyncio.sleep(0.5 if attempt < len(self.urls) else 1.0)
+
+    async def _session(self, url: str) -> None:
+        target = f"{url}/{self.platform.origin}"
+        async with connect(
+            target, additional_headers=self.headers, open_timeout=5, ping_interval=None, max_size=1 << 20
+        ) as ws:
+            self._ws = ws
+            await ws.send(json.dumps(self._hello()))
+            answer = json.loads(await asyncio.wait_for(ws.recv(), 10.0))
+            if answer.get("type") == "error":
+                raise PresenceRefused(answer.get("message", "refused"))
+            if answer.get("type") != "ready" or not isinstance(answer.get("topic"), str):
+                raise websockets.InvalidMessage(f"unexpected answer {answer!r}")
+            self.topic, self.monitor = answer["topic"], str(answer.get("monitor"))
+            log.info("Connected %s, %s", target, self.topic)
+            await self.on_ready(self.topic, self.monitor)
+            self.connected.set()
+            keepalive = asyncio.create_task(self._keep_alive(ws))
+            try:
+                async for message in ws:
+                    self._on_message(message)
+            finally:
+                keepalive.cancel()
+            log.warning(
+                "Presence monitor %s closed the connection (%s)", url, ws.close_reason or ws.close_code
+            )
+
+    def _hello(self) -> dict[str, Any]:
+        p = self.platform
+        return {
+            "type": "hello",
+            "origin": p.origin,
+            "name": p.name,
+            "version": p.version,
+            "personality": p.personality,
+            "group": self.group,
+            "created": self._created,
+            "topic": self.topic,
+        }
+
+    async def _keep_alive(self, ws: ClientConnection) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(self.keepalive)
+            seq += 1
+            await ws.send(json.dumps({"type": "alive", "seq": seq}))
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            data = json.loads(message)
+        except ValueError:
+            log.warning("Ignored a message from the presence monitor that is not JSON")
+            return
+        if isinstance(data, dict) and data.get("type") == "error":
+            log.error("Presence monitor: %s", data.get("message"))

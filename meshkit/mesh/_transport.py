@@ -1,0 +1,208 @@
+"""The event transport: envelopes and control messages over a connector, one partition per app instance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from meshkit._codec import CodecError, decode, encode
+from meshkit._envelope import EventEnvelope
+from meshkit._functions import AppError
+from meshkit._platform import Platform
+from meshkit.connectors import Connector, ConnectorError, Subscription
+from meshkit.mesh._frames import EVERYONE, FrameError, Reassembler, control_record, event_records, parse
+from meshkit.mesh._topics import TopicLayout, VirtualTopic
+
+log = logging.getLogger("meshkit.mesh.transport")
+
+ControlHandler = Callable[[dict[str, Any]], None]
+
+
+class EventTransport:
+    """Sends events to a peer's virtual topic and delivers what arrives on this app's own partition."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        connector: Connector,
+        *,
+        segment_size: int,
+        max_event_bytes: int,
+        on_control: ControlHandler,
+        layout: TopicLayout,
+    ) -> None:
+        self.platform = platform
+        self.connector = connector
+        self.segment_size = segment_size
+        self.max_event_bytes = max_event_bytes
+        self.on_control = on_control
+        self.layout = layout
+        self.topic: VirtualTopic | None = None
+        self.return_addresses: dict[str, VirtualTopic] = {}  # origin -> topic, learnt from incoming events
+        self._reassembler = Reassembler(max_event_bytes)
+        self._own: Subscription | None = None
+        self._shared: dict[tuple[str, int], Subscription] = {}
+        self._loopbacks: dict[str, asyncio.Future[None]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self.received = self.sent = self.skipped = 0
+
+    # -- subscriptions -------------------------------------------------------------------------------------
+    async def listen(self, topic: VirtualTopic) -> None:
+        """Consume this app's own partition (closing the one held before, if it changed)."""
+        if self.topic == topic and self._own is not None:
+            return
+        if self._own is not None:
+            await self._own.close()
+            self._own = None
+        self._own = await self.connector.consume(topic.topic, topic.partition, self._on_record)
+        self.topic = topic
+        log.info("Subscribed %s", topic)
+
+    async def listen_shared(self, topic: str, partition: int) -> None:
+        """Consume a partition that several apps share (the closed user group's control channel)."""
+        if (topic, partition) not in self._shared:
+            self._shared[(topic, partition)] = await self.connector.consume(topic, partition, self._on_record)
+            log.info("%s, partition %d ready", topic, partition)
+
+    async def close(self) -> None:
+        subscriptions = [s for s in (self._own, *self._shared.values()) if s is not None]
+        self._own, self._shared = None, {}
+        for subscription in subscriptions:
+            await subscription.close()
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=2.0)
+
+    # -- sending -------------------------------------------------------------------------------------------
+    def send_event(self, topic: VirtualTopic, origin: str, event: EventEnvelope) -> None:
+        """Encode now (errors surface to the caller), publish in the background."""
+        try:
+            data = encode(event)
+        except CodecError as exc:
+            raise AppError(500, str(exc)) from exc
+        if len(data) > self.max_event_bytes:
+            raise AppError(413, f"Event of {len(data)} bytes exceeds max.event.size={self.max_event_bytes}")
+        records = event_records(origin, data, self.segment_size, self._return_address())
+        task = asyncio.get_running_loop().create_task(self._publish(topic, records, event))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    def _return_address(self) -> str | None:
+        return self.topic.name if self.topic is not None else None
+
+    async def _publish(self, topic: VirtualTopic, records: list[bytes], event: EventEnvelope) -> None:
+        try:
+            if len(records) == 1:
+                await self.connector.publish(topic.topic, topic.partition, records[0])
+            else:
+                await asyncio.gather(
+                    *(self.connector.publish(topic.topic, topic.partition, r) for r in records)
+                )
+            self.sent += 1
+        except ConnectorError as exc:
+            log.warning("Event %s to %s not delivered: %s", event.id, topic, exc)
+            self._fail_pending(event, f"Unable to deliver {event.to} through {topic}: {exc}")
+
+    def _fail_pending(self, event: EventEnvelope, message: str) -> None:
+        # a request of ours that never left: answer it now rather than let it wait for its timeout
+        if event.reply_to == self.platform.inbox and event.cid is not None:
+            self.platform.deliver_reply(
+                EventEnvelope(self.platform.inbox, message, status=503, cid=event.cid)
+            )
+
+    async def publish_control(self, topic: str, partition: int, origin: str, message: dict[str, Any]) -> None:
+        await self.connector.publish(topic, partition, control_record(origin, message))
+
+    async def loopback(self, timeout: float = 5.0) -> float:
+        """Milliseconds for a record to travel through the broker and back to this app's own partition."""
+        if self.topic is None:
+            raise AppError(503, "Not connected to the mesh yet: no virtual topic assigned")
+        probe = f"loopback-{time.monotonic_ns()}"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loopbacks[probe] = future
+        started = time.perf_counter()
+        try:
+            await self.publish_control(
+                self.topic.topic,
+                self.topic.partition,
+                self.platform.origin,
+                {"type": "loopback", "id": probe},
+            )
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise AppError(408, f"Loopback test timeout after {timeout:g} s") from None
+        except ConnectorError as exc:
+            raise AppError(503, f"Loopback test failed: {exc}") from exc
+        finally:
+            self._loopbacks.pop(probe, None)
+        return (time.perf_counter() - started) * 1000
+
+    # -- receiving -----------------------------------------------------------------------------------------
+    def _on_record(self, record: bytes) -> None:
+        try:
+            frame = parse(record)
+            recipient = frame["origin"]
+            if recipient != self.platform.origin and recipient != EVERYONE:
+                self.skipped += 1
+                log.debug("Skipped a record for %s (not this app)", recipient)
+                return
+            self._deliver(frame)
+        except (FrameError, CodecError) as exc:
+            self.skipped += 1
+            log.warning("Skipped an undecodable record (%d bytes): %s", len(record), exc)
+        except AppError as exc:
+            log.warning("Event not delivered: %s", exc.message)
+        except Exception:  # a bad record must never stop the consumer
+            self.skipped += 1
+            log.exception("Skipped a record that failed in delivery")
+
+    def _deliver(self, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "event" or kind == "segment":
+            payload = frame.get("payload")
+            if kind == "segment":
+                payload = self._reassembler.add(frame)
+                if payload is None:
+                    return
+            if not isinstance(payload, bytes):
+                raise FrameError("event record without a binary payload")
+            event = decode(payload)
+            self._remember_sender(event, frame.get("reply"))
+            self.received += 1
+            try:
+                self.platform.dispatch(event, external=True)
+            except AppError as exc:
+                self._refuse(event, exc)
+        elif kind == "control":
+            message = frame.get("payload")
+            if not isinstance(message, dict):
+                raise FrameError("control record without a map")
+            if message.get("type") == "loopback":
+                future = self._loopbacks.get(str(message.get("id")))
+                if future is not None and not future.done():
+                    future.set_result(None)
+                return
+            self.on_control(message)
+        else:
+            raise FrameError(f"unknown record type {kind!r}")
+
+    def _remember_sender(self, event: EventEnvelope, reply_topic: object) -> None:
+        if isinstance(reply_topic, str) and event.reply_to and event.reply_to.startswith("@"):
+            origin = event.reply_to[1:]
+            known = self.return_addresses.get(origin)
+            if known is None or known.name != reply_topic:
+                try:
+                    self.return_addresses[origin] = self.layout.parse(reply_topic)
+                except ValueError:
+                    log.warning("Ignored a bad return address %r from %s", reply_topic, origin)
+
+    def _refuse(self, event: EventEnvelope, error: AppError) -> None:
+        """Answer a request that cannot be served here (unknown or private route) with the error."""
+        log.warning("Refused event %s for %s: %s", event.id, event.to, error.message)
+        if event.reply_to:
+            reply = EventEnvelope(
+                event.reply_to, error.message, status=error.status, cid=event.cid, sender=self.platform.name
+            )
+            self.platform.deliver_reply(reply)

@@ -1,0 +1,402 @@
+"""The presence monitor's work: websockets in, virtual topics out, the mesh told of joins and leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from meshkit._codec import iso_utc_ms
+from meshkit._functions import AppError
+from meshkit._platform import Platform
+from meshkit.connectors import Connector, ConnectorError, Subscription
+from meshkit.mesh import MONITOR_TOPIC, TopicLayout
+from meshkit.mesh._frames import EVERYONE, FrameError, control_record, parse
+from presence_server._state import ClaimResult, Connection, MeshState
+
+log = logging.getLogger("presence_server")
+
+ORIGIN = re.compile(r"^\d{8}[0-9a-f]{32}$")
+HELLO_FIELDS = {"name": str, "version": str, "personality": str, "group": int, "created": str}
+
+
+class Refused(Exception):
+    """A websocket the monitor will not serve; the message says why (the app logs it)."""
+
+
+@dataclass
+class Session:
+    websocket: WebSocket
+    last_seen: float
+    seq: int = 0
+    updated: str = ""
+
+
+class PresenceMonitor:
+    def __init__(self, platform: Platform, connector: Connector, layout: TopicLayout, groups: int) -> None:
+        config = platform.config
+        self.platform = platform
+        self.connector = connector
+        self.layout = layout
+        self.groups = groups
+        self.id = platform.origin
+        self.heartbeat = config.get_float("monitor.heartbeat", 1.0)
+        self.monitor_timeout = config.get_float("monitor.timeout", 3.0)
+        self.keepalive_timeout = config.get_float("presence.timeout", 8.0)
+        self.orphan_grace = config.get_float("monitor.orphan.grace", 5.0)
+        self.state = MeshState()
+        self.sessions: dict[str, Session] = {}
+        self._claims: dict[tuple[int, str], asyncio.Future[bool]] = {}
+        self._loopbacks: dict[str, asyncio.Future[None]] = {}
+        self._subscription: Subscription | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+        self._started = time.monotonic()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.connector.start()
+        await self.connector.ensure_topic(MONITOR_TOPIC, self.groups + 1)
+        self._subscription = await self.connector.consume(MONITOR_TOPIC, 0, self._on_record)
+        log.info("%s, partition 0 ready", MONITOR_TOPIC)
+        await self._publish({"type": "monitor", "id": self.id, "time": _now()})
+        await self._publish({"type": "sync", "from": self.id})
+        with contextlib.suppress(TimeoutError):  # alone in the mesh: nobody answers
+            await asyncio.wait_for(self._synced.wait(), 2 * self.heartbeat)
+        self._synced.set()
+        self._housekeeper = asyncio.create_task(self._housekeeping(), name="presence:housekeeping")
+        log.info("Registered monitor (me) %s", self.id)
+
+    async def stop(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
+        for session in list(self.sessions.values()):
+            # going away, not leaving: the apps move to another monitor and keep their topics
+            with contextlib.suppress(Exception):
+                await session.websocket.close(1001, "monitor stopping")
+        with contextlib.suppress(ConnectorError):
+            await self._publish({"type": "bye", "id": self.id})
+        if self._subscription is not None:
+            await self._subscription.close()
+        await self.connector.close()
+
+    async def _publish(self, message: dict[str, Any], partition: int = 0) -> None:
+        await self.connector.publish(MONITOR_TOPIC, partition, control_record(EVERYONE, message))
+
+    # -- the websocket -------------------------------------------------------------------------------------
+    async def serve(self, websocket: WebSocket, origin: str) -> None:
+        await websocket.accept()
+        client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "unknown"
+        try:
+            hello = await self._hello(websocket, origin)
+            topic = await self._admit(origin, hello)
+        except Refused as exc:
+            log.warning("Refused presence of %s from %s: %s", origin, client, exc)
+            with contextlib.suppress(Exception):
+                await websocket.send_text(json.dumps({"type": "error", "message": str(exc)}))
+                await websocket.close(1008, str(exc)[:120])
+            return
+        session = self.sessions[origin] = Session(websocket, time.monotonic(), updated=_now())
+        name = self.layout.virtual(topic).name
+        await websocket.send_text(json.dumps({"type": "ready", "topic": name, "monitor": self.id}))
+        log.info(
+            "Member %s joined (%s %s) from %s, %s", origin, hello["name"], hello["version"], client, name
+        )
+        reason = "closed"
+        try:
+            while True:
+                self._on_message(session, origin, await websocket.receive())
+        except WebSocketDisconnect as exc:
+            reason = f"closed ({exc.code})"
+        except Exception as exc:  # a broken socket ends the session, never the monitor
+            reason = f"failed ({type(exc).__name__})"
+        finally:
+            if self.sessions.get(origin) is session:
+                del self.sessions[origin]
+                connection = self.state.connections.get(origin)
+                if connection is not None and connection.monitor == self.id:
+                    with contextlib.suppress(ConnectorError):
+                        await self._publish(
+                            {"type": "leave", "origin": origin, "monitor": self.id, "reason": reason}
+                        )
+
+    async def _hello(self, websocket: WebSocket, origin: str) -> dict[str, Any]:
+        if not ORIGIN.match(origin):
+            raise Refused(f"invalid origin {origin[:80]!r}: yyyymmdd + 32 hex characters expected")
+        try:
+            raw = await asyncio.wait_for(websocket.receive_text(), 10.0)
+            hello = json.loads(raw)
+        except TimeoutError:
+            raise Refused("no hello within 10 s") from None
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise Refused(f"hello is not a JSON text message ({type(exc).__name__})") from None
+        if not isinstance(hello, dict) or hello.get("type") != "hello":
+            raise Refused("the first message must be a hello")
+        for key, kind in HELLO_FIELDS.items():
+            if not isinstance(hello.get(key), kind) or isinstance(hello.get(key), bool):
+                raise Refused(f"hello field '{key}' must be a {kind.__name__}")
+        if not 1 <= hello["group"] <= self.groups:
+            raise Refused(f"closed user group {hello['group']} outside 1..{self.groups}")
+        if any(len(str(hello[k])) > 200 for k in HELLO_FIELDS):
+            raise Refused("hello field too long")
+        return hello
+
+    async def _admit(self, origin: str, hello: dict[str, Any]) -> int:
+        if origin in self.sessions:
+            raise Refused(f"origin {origin} is already connected")
+        existing = self.state.connections.get(origin)
+        if existing is not None and existing.monitor != self.id:
+            # the app moves here from another monitor: wait until that one is gone, else it is a duplicate
+            deadline = time.monotonic() + self.monitor_timeout + self.heartbeat
+            # polls a clock (heartbeats stopping), which no event signals
+            while self.state.alive(existing.monitor, self.monitor_timeout) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            if self.state.alive(existing.monitor, self.monitor_timeout):
+                raise Refused(f"origin {origin} is already connected via monitor {existing.monitor}")
+        preferred: int | None = None
+        if isinstance(hello.get("topic"), str):
+            with contextlib.suppress(ValueError):
+                preferred = self.layout.index_of(hello["topic"])
+        topic = await self._claim(origin, hello, preferred)
+        await self.connector.ensure_topic(self.layout.virtual(topic).topic, self.layout.partitions_per_topic)
+        return topic
+
+    async def _claim(self, origin: str, hello: dict[str, Any], preferred: int | None) -> int:
+        tried: set[int] = set()
+        for _ in range(8):
+            if (
+                preferred is not None
+                and preferred not in tried
+                and self.state.holders.get(preferred) in (None, origin)
+            ):
+                topic: int | None = preferred
+            else:
+                pending = {t for t, _ in self._claims}
+                topic = self.state.free_topic(self.layout.max_virtual_topics, tried | pending)
+            if topic is None:
+                raise Refused(
+                    f"the mesh is full: all {self.layout.max_virtual_topics} virtual topics are in use"
+                )
+            tried.add(topic)
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._claims[(topic, origin)] = future
+            info = {k: hello[k] for k in HELLO_FIELDS}
+            try:
+                await self._publish(
+                    {"type": "claim", "topic": topic, "origin": origin, "monitor": self.id, "info": info}
+                )
+                if await asyncio.wait_for(future, 5.0):
+                    return topic
+            except (TimeoutError, ConnectorError) as exc:
+                raise Refused(f"topic claim failed: {exc or type(exc).__name__}") from exc
+            finally:
+                self._claims.pop((topic, origin), None)
+        raise Refused("could not claim a virtual topic: too many conflicts")
+
+    def _on_message(self, session: Session, origin: str, message: Mapping[str, Any]) -> None:
+        if message.get("type") == "websocket.disconnect":
+            raise WebSocketDisconnect(int(message.get("code") or 1000))
+        session.last_seen = time.monotonic()
+        try:
+            data = json.loads(message.get("text") or "")
+            if (
+                not isinstance(data, dict)
+                or data.get("type") != "alive"
+                or not isinstance(data.get("seq"), int)
+            ):
+                raise ValueError("not a keep-alive")
+        except ValueError:
+            log.warning("Ignored a malformed presence message from %s", origin)
+            return
+        session.seq, session.updated = data["seq"], _now()
+
+    # -- the log of service.monitor partition 0 ------------------------------------------------------------
+    def _on_record(self, record: bytes) -> None:
+        try:
+            frame = parse(record)
+            message = frame.get("payload")
+            if frame["type"] != "control" or not isinstance(message, dict):
+                raise FrameError("not a control message")
+            self._apply(message)
+        except (FrameError, KeyError, TypeError, ValueError) as exc:
+            log.warning("Skipped a bad record on %s partition 0: %s", MONITOR_TOPIC, exc)
+
+    def _apply(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "claim":
+            self._claimed(self.state.claim(message), str(message["monitor"]))
+        elif kind == "leave":
+            self._left(self.state.leave(str(message["origin"])), str(message.get("monitor")))
+        elif kind == "monitor":
+            self.state.heartbeat(message)
+        elif kind == "bye":
+            self.state.monitor_gone(str(message["id"]))
+        elif kind == "sync" and message.get("from") != self.id and self._synced.is_set():
+            snapshot = {"type": "snapshot", "to": message.get("from"), "state": self.state.snapshot()}
+            self._spawn(self._publish(snapshot))
+        elif kind == "snapshot" and message.get("to") == self.id:
+            self.state.merge(message["state"])
+            self._synced.set()
+        elif kind == "loopback":
+            future = self._loopbacks.get(str(message.get("id")))
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def _claimed(self, result: ClaimResult, monitor: str) -> None:
+        if result.released is not None:
+            log.info("%s released by %s (moved)", self.layout.virtual(result.released), result.origin)
+        future = self._claims.get((result.topic, result.origin)) if monitor == self.id else None
+        if future is not None and not future.done():
+            future.set_result(result.won)
+
+    def _left(self, connection: Connection | None, monitor: str) -> None:
+        if connection is None:
+            return
+        log.info("Member %s left", connection.origin)
+        log.info(
+            "%s released by %s, %s, %s",
+            self.layout.virtual(connection.topic),
+            connection.origin,
+            connection.name,
+            connection.version,
+        )
+        if monitor == self.id:  # the monitor that saw it go tells the app's group
+            leave = {"type": "leave", "origin": connection.origin}
+            self._spawn(self._publish(leave, partition=connection.group))
+
+    def _spawn(self, coro: Any) -> None:
+        asyncio.get_running_loop().create_task(coro).add_done_callback(_log_failure)
+
+    # -- housekeeping --------------------------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self._tick()
+            except ConnectorError as exc:
+                log.warning("Housekeeping: %s", exc)
+
+    async def _tick(self) -> None:
+        seen = {o: [s.seq, s.updated] for o, s in self.sessions.items()}
+        await self._publish({"type": "monitor", "id": self.id, "time": _now(), "seen": seen})
+        now = time.monotonic()
+        for origin, session in list(self.sessions.items()):
+            if now - session.last_seen > self.keepalive_timeout:
+                log.warning(
+                    "Member %s sent no keep-alive for %.0f s: dropped", origin, now - session.last_seen
+                )
+                with contextlib.suppress(Exception):
+                    await session.websocket.close(4000, "keep-alive timeout")
+        alive = sorted(m for m in self.state.monitors if self.state.alive(m, self.monitor_timeout))
+        if alive and alive[0] != self.id:
+            return
+        # the leader releases the apps of monitors that died and whose apps did not come back
+        cutoff = self.monitor_timeout + self.orphan_grace
+        for connection in list(self.state.connections.values()):
+            if (
+                connection.monitor != self.id
+                and not self.state.alive(connection.monitor, cutoff)
+                and (now - self._started > cutoff)
+            ):
+                await self._publish(
+                    {
+                        "type": "leave",
+                        "origin": connection.origin,
+                        "monitor": self.id,
+                        "reason": f"monitor {connection.monitor} gone",
+                    }
+                )
+        for monitor in self.state.dead_monitors(cutoff):
+            self.state.monitor_gone(monitor)
+
+    # -- what the actuators show ---------------------------------------------------------------------------
+    async def loopback(self, timeout: float = 5.0) -> float:
+        probe = f"{self.id}-{time.monotonic_ns()}"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loopbacks[probe] = future
+        started = time.perf_counter()
+        try:
+            await self._publish({"type": "loopback", "id": probe})
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise AppError(408, f"Loopback test timeout after {timeout:g} s") from None
+        except ConnectorError as exc:
+            raise AppError(503, f"Loopback test failed: {exc}") from exc
+        finally:
+            self._loopbacks.pop(probe, None)
+        return (time.perf_counter() - started) * 1000
+
+    async def mesh_topics(self) -> dict[str, int]:
+        topics = await self.connector.list_topics()
+        return {t: n for t, n in sorted(topics.items()) if t == MONITOR_TOPIC or t.startswith("multiplex.")}
+
+    async def additional_info(self) -> dict[str, Any]:
+        topics = await self.mesh_topics()
+        now = _dt.datetime.now(_dt.UTC)
+        connections = []
+        for c in sorted(self.state.connections.values(), key=lambda c: c.topic):
+            created = _parse_iso(c.created) or now
+            connections.append(
+                {
+                    "elapsed": _elapsed((now - created).total_seconds()),
+                    "created": c.created,
+                    "origin": c.origin,
+                    "name": c.name,
+                    "topic": self.layout.virtual(c.topic).name,
+                    "monitor": c.monitor,
+                    "type": c.type,
+                    "updated": c.updated,
+                    "version": c.version,
+                    "seq": c.seq,
+                    "group": c.group,
+                }
+            )
+        return {
+            "total": {
+                "topics": len(topics),
+                "virtual_topics": len(self.state.holders),
+                "connections": len(self.state.connections),
+            },
+            "topics": [f"{t} ({n})" for t, n in topics.items()],
+            "virtual_topics": [
+                f"{self.layout.virtual(t).name} -> {o}, {self.state.connections[o].name} "
+                f"v{self.state.connections[o].version}"
+                for t, o in sorted(self.state.holders.items())
+                if o in self.state.connections
+            ],
+            "connections": connections,
+            "monitors": sorted(f"{m} - {iso}" for m, (_, iso) in self.state.monitors.items()),
+        }
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("Control message not sent: %s", task.exception())
+
+
+def _now() -> str:
+    return iso_utc_ms(_dt.datetime.now(_dt.UTC))
+
+
+def _parse_iso(value: str) -> _dt.datetime | None:
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _elapsed(seconds: float) -> str:
+    from meshkit._time import elapsed_text
+
+    return elapsed_text(seconds)

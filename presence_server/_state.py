@@ -1,0 +1,129 @@
+"""The mesh as every monitor sees it, rebuilt from the messages on `service.monitor` partition 0.
+
+Every monitor applies the same messages in the same (log) order, so they agree on who holds which virtual
+topic: a claim wins if the topic is free or already held by the same app, and loses otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from meshkit._codec import iso_utc_ms
+
+log = logging.getLogger("presence_server.state")
+
+
+@dataclass
+class Connection:
+    origin: str
+    name: str
+    version: str
+    type: str
+    group: int
+    created: str
+    topic: int  # virtual topic index
+    monitor: str
+    updated: str = ""
+    seq: int = 0
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ClaimResult:
+    origin: str
+    topic: int
+    won: bool
+    released: int | None = None  # a topic the app held before and gave up by this claim
+
+
+def _now_iso() -> str:
+    return iso_utc_ms(_dt.datetime.now(_dt.UTC))
+
+
+class MeshState:
+    def __init__(self) -> None:
+        self.connections: dict[str, Connection] = {}
+        self.holders: dict[int, str] = {}
+        self.monitors: dict[str, tuple[float, str]] = {}  # id -> (monotonic last seen, ISO time)
+
+    # -- applying log messages -----------------------------------------------------------------------------
+    def claim(self, message: dict[str, Any]) -> ClaimResult:
+        origin, topic, monitor = str(message["origin"]), int(message["topic"]), str(message["monitor"])
+        holder = self.holders.get(topic)
+        if holder is not None and holder != origin:
+            return ClaimResult(origin, topic, won=False)
+        info = message["info"]
+        previous = self.connections.get(origin)
+        released = None
+        if previous is not None and previous.topic != topic and self.holders.get(previous.topic) == origin:
+            del self.holders[previous.topic]
+            released = previous.topic
+        self.holders[topic] = origin
+        self.connections[origin] = Connection(
+            origin=origin,
+            name=str(info["name"]),
+            version=str(info["version"]),
+            type=str(info["personality"]),
+            group=int(info["group"]),
+            created=str(info["created"]),
+            topic=topic,
+            monitor=monitor,
+            updated=_now_iso(),
+            seq=previous.seq if previous else 0,
+        )
+        return ClaimResult(origin, topic, won=True, released=released)
+
+    def leave(self, origin: str) -> Connection | None:
+        connection = self.connections.pop(origin, None)
+        if connection is not None and self.holders.get(connection.topic) == origin:
+            del self.holders[connection.topic]
+        return connection
+
+    def heartbeat(self, message: dict[str, Any]) -> None:
+        monitor = str(message["id"])
+        self.monitors[monitor] = (time.monotonic(), str(message.get("time") or _now_iso()))
+        seen = message.get("seen")
+        if isinstance(seen, dict):
+            for origin, (seq, updated) in seen.items():
+                connection = self.connections.get(origin)
+                if connection is not None and connection.monitor == monitor:
+                    connection.seq, connection.updated = int(seq), str(updated)
+
+    def monitor_gone(self, monitor: str) -> None:
+        self.monitors.pop(monitor, None)
+
+    def merge(self, snapshot: dict[str, Any]) -> None:
+        """Take what a peer monitor knows and this one does not (used once, when a monitor starts)."""
+        for raw in snapshot.get("connections", []):
+            connection = Connection(**raw)
+            if connection.origin not in self.connections and connection.topic not in self.holders:
+                self.connections[connection.origin] = connection
+                self.holders[connection.topic] = connection.origin
+        for monitor, seen_at in snapshot.get("monitors", {}).items():
+            self.monitors.setdefault(monitor, (time.monotonic(), str(seen_at)))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "connections": [c.public() for c in self.connections.values()],
+            "monitors": {m: iso for m, (_, iso) in self.monitors.items()},
+        }
+
+    # -- questions -------------------------------------------------------------------------------------------
+    def free_topic(self, limit: int, avoid: set[int]) -> int | None:
+        for index in range(limit):
+            if index not in self.holders and index not in avoid:
+                return index
+        return None
+
+    def alive(self, monitor: str, within: float) -> bool:
+        seen = self.monitors.get(monitor)
+        return seen is not None and time.monotonic() - seen[0] <= within
+
+    def dead_monitors(self, within: float) -> list[str]:
+        return [m for m in self.monitors if not self.alive(m, within)]
