@@ -211,23 +211,23 @@ class Platform:
         to = event.to
         if not to:
             raise AppError(400, "Missing routing path")
-        if to == self.inbox:
-            self._resolve(event)
-            return
         route, _, origin = to.partition("@")
-        if route in self._pools and (not origin or origin == self.origin):
+        if not route:  # a reply inbox: only replies travel there, and never from outside
+            if external:
+                raise AppError(403, "A reply inbox cannot be addressed from outside")
+            if origin == self.origin:
+                self.resolve_reply(event)
+                return
+        elif route in self._pools and (not origin or origin == self.origin):
             if external and self._pools[route].spec.private:
                 raise AppError(403, f"Route {route} is private")
             event.to = route
             self._pools[route].submit(event)
             return
         if origin and origin != self.origin:
-            if self.remote is None:
+            if self.remote is None or external:
                 raise AppError(404, f"Origin {origin} is not reachable")
             self.remote.send(origin, event)
-            return
-        if not route and origin == self.origin:  # a reply to an inbox of ours
-            self._resolve(event)
             return
         target = self.remote.pick(route) if self.remote is not None and not external else None
         if target is None:
@@ -244,6 +244,7 @@ class Platform:
     # -- pending requests ----------------------------------------------------------------------------------
     async def call(self, event: EventEnvelope, timeout: float, *, external: bool = False) -> EventEnvelope:
         """Dispatch `event` and await its reply; TimeoutError after `timeout` seconds."""
+        caller_cid = event.cid  # the caller's own correlation id comes back on the reply
         cid = event.cid = new_event_id()
         event.reply_to = self.inbox
         started = time.perf_counter()
@@ -257,6 +258,7 @@ class Platform:
             reply = pool.try_inline(event)
             if reply is not None:
                 reply.round_trip = (time.perf_counter() - started) * 1000
+                reply.cid = event.cid = caller_cid
                 return reply
             # the handler awaits something: its reply arrives through the inbox like any other
         else:
@@ -273,7 +275,9 @@ class Platform:
         finally:
             self._pending.pop(cid, None)
             self._deadlines.pop(cid, None)
+            event.cid = caller_cid
         reply.round_trip = (time.perf_counter() - started) * 1000
+        reply.cid = caller_cid
         return reply
 
     # One timer for every pending request, not one each: cheaper than call_later + cancel per request.
@@ -297,7 +301,8 @@ class Platform:
             earliest = min(entry[0] for entry in self._deadlines.values())
             self._schedule_sweep(max(earliest, now + 0.005))
 
-    def _resolve(self, reply: EventEnvelope) -> None:
+    def resolve_reply(self, reply: EventEnvelope) -> None:
+        """Hand a reply to the request waiting for it (a late or unknown one is dropped)."""
         future = self._pending.pop(reply.cid, None) if reply.cid is not None else None
         if future is None:
             log.debug("Late or unknown reply %s from %s dropped", reply.cid, reply.sender)

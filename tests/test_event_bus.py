@@ -20,7 +20,9 @@ def test_good_route_names(name: str) -> None:
     assert validate_route_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["hello", "Hello.World", "hello world.x", ".a", "a.", "a..b", "", 5, "a.b/c"])
+@pytest.mark.parametrize(
+    "name", ["hello", "Hello.World", "hello world.x", ".a", "a.", "a..b", "", 5, "a.b/c"]
+)
 def test_bad_route_names_are_refused_at_declaration(name: Any) -> None:
     registry = FunctionRegistry()
     with pytest.raises(ValueError, match="Invalid route name"):

@@ -171,6 +171,9 @@ class EventTransport:
             event = decode(payload)
             self._remember_sender(event, frame.get("reply"))
             self.received += 1
+            if event.to == self.platform.inbox:
+                self.platform.resolve_reply(event)
+                return
             try:
                 self.platform.dispatch(event, external=True)
             except AppError as exc:
