@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
 from bench import inprocess
@@ -13,15 +14,28 @@ from bench.common import Figure, report
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--json", action="store_true", help="one JSON object per line (BENCH.md)")
-    parser.add_argument("--only", default="inprocess", help="comma list of: inprocess")
+    parser.add_argument("--only", default="inprocess,mesh", help="comma list of: inprocess, mesh")
+    parser.add_argument("--payloads", default="200,10240,204800", help="mesh payload sizes in bytes")
     args = parser.parse_args(argv)
     figures: list[Figure] = []
+    extra: dict[str, float] = {}
     for part in args.only.split(","):
         if part == "inprocess":
             figures += asyncio.run(inprocess.run())
+        elif part == "mesh":
+            from bench import mesh
+
+            mesh_figures, extra = mesh.run(tuple(int(p) for p in args.payloads.split(",")))
+            figures += mesh_figures
         else:
             parser.error(f"unknown benchmark {part!r}")
     report(figures, args.json)
+    if extra:
+        print(
+            json.dumps({"name": "mesh membership", **extra})
+            if args.json
+            else "\n".join(f"{k}: {v}" for k, v in extra.items())
+        )
     return 0
 
 

@@ -74,7 +74,11 @@ def report(figures: list[Figure], as_json: bool) -> None:
         for figure in figures:
             print(json.dumps(asdict(figure)), flush=True)
         return
-    print(f"{'name':<34} {'payload':>8} {'p50 ms':>9} {'p99 ms':>9} {'req/s@64':>10} {'p50 x':>7} {'rps x':>7}")
+    print(
+        f"{'name':<34} {'payload':>8} {'p50 ms':>9} {'p99 ms':>9} {'req/s@64':>10} {'p50 x':>7} {'rps x':>7}"
+    )
     for f in figures:
         ratios = f"{f.p50_ratio:>7.2f} {f.rps_ratio:>7.2f}" if f.floor else f"{'floor':>7} {'':>7}"
-        print(f"{f.name:<34} {f.payload_bytes:>8} {f.p50_ms:>9.4f} {f.p99_ms:>9.4f} {f.rps_at_64:>10.0f} {ratios}")
+        print(
+            f"{f.name:<34} {f.payload_bytes:>8} {f.p50_ms:>9.4f} {f.p99_ms:>9.4f} {f.rps_at_64:>10.0f} {ratios}"
+        )

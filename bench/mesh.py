@@ -1,0 +1,136 @@
+"""Mesh PostOffice.request between two processes over the broker, against the bare Kafka floor.
+
+Each measured phase gets a fresh Tansu broker, monitor and echo app (Tansu's memory log slows as it grows).
+Also measured: seconds from an app's start to being routable from a peer, and from SIGKILL to its routes
+being gone there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, measure
+from bench.kafka_floor import PAYLOADS, run_kafka_floor
+from meshkit import AppConfig, Platform, PostOffice
+from meshkit.devbroker import DevBroker, free_port
+from meshkit.mesh import join_mesh
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def _process(app: str, port: int, properties: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    args = [sys.executable, "-m", "meshkit.cli", "run", app, "--port", str(port), "--log-level", "warning"]
+    args += [f"-D{k}={v}" for k, v in properties.items()]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/livenessprobe", process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status < 500:
+                    return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@contextlib.asynccontextmanager
+async def _mesh() -> AsyncIterator[tuple[PostOffice, dict[str, str]]]:
+    """A fresh broker, a monitor, one echo app, and a caller platform in this process."""
+    with DevBroker() as broker:
+        monitor_port = free_port()
+        common = {
+            "bootstrap.servers": broker.bootstrap,
+            "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence",
+        }
+        with (
+            _process("presence_server.main:app", monitor_port, common),
+            _process("bench.echo_app:app", free_port(), {"cloud.connector": "kafka", **common}),
+        ):
+            config = AppConfig.load(argv=[], environ={}, overrides={"cloud.connector": "kafka", **common})
+            platform = Platform(config, name="bench-caller", functions=[])
+            await platform.start()
+            try:
+                await join_mesh(platform, "kafka")
+                po = PostOffice(platform)
+                await _until(lambda: po.exists("bench.echo"), 20.0)
+                yield po, common
+            finally:
+                await platform.stop()
+
+
+async def _until(condition: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def mesh_figure(payload_bytes: int) -> Figure:
+    payload = os.urandom(payload_bytes)
+
+    async def call(po: PostOffice) -> None:
+        reply = await po.request("bench.echo", payload, timeout=30.0)
+        if reply.status != 200:
+            raise RuntimeError(f"bench.echo answered {reply.status}: {reply.body!r}")
+
+    async with _mesh() as (po, _):
+        sequential = await measure(
+            "mesh PostOffice.request", payload_bytes, lambda: call(po), throughput_calls=64
+        )
+    async with _mesh() as (po, _):
+        loaded = await measure("mesh PostOffice.request", payload_bytes, lambda: call(po), sequential=64)
+    sequential.rps_at_64 = loaded.rps_at_64
+    return sequential
+
+
+async def membership_times() -> dict[str, float]:
+    """Seconds from an app's start to routable at a peer, and from its SIGKILL to its routes gone there."""
+    async with _mesh() as (po, common):
+        before = set(po.search("bench.echo"))
+        started = time.monotonic()
+        with _process("bench.echo_app:app", free_port(), {"cloud.connector": "kafka", **common}) as second:
+            await _until(lambda: len(set(po.search("bench.echo")) - before) == 1, 30.0)
+            routable = time.monotonic() - started
+            second.kill()
+            killed = time.monotonic()
+            await _until(lambda: set(po.search("bench.echo")) == before, 30.0)
+            gone = time.monotonic() - killed
+    return {"start_to_routable_s": round(routable, 2), "sigkill_to_routes_gone_s": round(gone, 2)}
+
+
+def run(payloads: tuple[int, ...] = PAYLOADS) -> tuple[list[Figure], dict[str, float]]:
+    figures: list[Figure] = []
+    for size in payloads:
+        row = run_kafka_floor(None, size)
+        floor = Figure(row["name"], size, row["p50_ms"], row["p99_ms"], row["rps_at_64"])
+        figures += [floor, asyncio.run(mesh_figure(size)).against(floor)]
+    return figures, asyncio.run(membership_times())
