@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck demo demo-up kafka bench clean
+.PHONY: venv test lint typecheck demo demo-up demo-down kafka bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,22 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q
+
+# the development broker (Tansu) on 127.0.0.1:9092, in the foreground until Ctrl-C
+kafka: $(STAMP)
+	$(PY) -m meshkit.devbroker --port 9092
+
+# the seed's walk-through end to end, narrated; logs in .demo/<name>.log
+demo: $(STAMP)
+	$(PY) scripts/demo.py run
+
+# the same start-up, left running to explore; `make demo-down` stops it
+demo-up: $(STAMP)
+	$(PY) scripts/demo.py up
+
+# stops what demo-up started (.demo/pids); standard library only, so no venv needed
+demo-down:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/demo.py down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
