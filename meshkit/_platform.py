@@ -128,6 +128,10 @@ class Platform:
             if not future.done():
                 future.set_exception(AppError(503, f"{self.name} is shutting down"))
         self._pending.clear()
+        self._deadlines.clear()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = self._sweep_at = None
         if _current is self:
             _current = None
         self._loop = None
@@ -203,7 +207,7 @@ class Platform:
         """
         pool = self._pools.get(event.to)  # type: ignore[arg-type]
         if pool is not None and not (external and pool.spec.private):
-            pool.submit(event)
+            pool.submit(event, eager=external)
             return
         self._dispatch_elsewhere(event, external)
 
@@ -222,7 +226,7 @@ class Platform:
             if external and self._pools[route].spec.private:
                 raise AppError(403, f"Route {route} is private")
             event.to = route
-            self._pools[route].submit(event)
+            self._pools[route].submit(event, eager=external)
             return
         if origin and origin != self.origin:
             if self.remote is None or external:

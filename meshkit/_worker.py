@@ -94,9 +94,19 @@ class FunctionPool:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- scheduling ----------------------------------------------------------------------------------------
-    def submit(self, event: EventEnvelope) -> None:
+    def submit(self, event: EventEnvelope, *, eager: bool = False) -> None:
+        """Start the event now if an instance is free, else queue it.
+
+        `eager` runs an async handler's first step right here (events from the network, which arrive in a
+        loop callback, not inside another handler); one that finishes in it answers with no task at all.
+        """
         if self.busy < self.spec.instances:
-            self._spawn(self._run(event, self._acquire()))
+            if eager and self.spec.is_async:
+                reply = self.try_inline(event)
+                if reply is not None:
+                    self._platform.deliver_reply(reply)
+            else:
+                self._spawn(self._run(event, self._acquire()))
         else:
             self._backlog.append(event)
 

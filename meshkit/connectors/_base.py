@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -38,8 +39,11 @@ class Connector(Protocol):
     async def list_topics(self) -> dict[str, int]:
         """Every topic the cluster holds and its partition count."""
 
-    async def publish(self, topic: str, partition: int, payload: bytes) -> None:
-        """Send one record to one partition; returns once the cluster accepted it (or raises)."""
+    def publish(self, topic: str, partition: int, payload: bytes) -> asyncio.Future[None]:
+        """Queue one record for one partition, in call order; no task, no await needed to send it.
+
+        The future completes once the cluster accepted the record, or fails with ConnectorError.
+        """
 
     async def consume(self, topic: str, partition: int, on_record: RecordHandler) -> Subscription:
         """Deliver every record published to this partition after the call returns, in order.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ class EventTransport:
         self._own: Subscription | None = None
         self._shared: dict[tuple[str, int], Subscription] = {}
         self._loopbacks: dict[str, asyncio.Future[None]] = {}
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Future[None]] = set()
         self.received = self.sent = self.skipped = 0
 
     # -- subscriptions -------------------------------------------------------------------------------------
@@ -85,25 +86,24 @@ class EventTransport:
         if len(data) > self.max_event_bytes:
             raise AppError(413, f"Event of {len(data)} bytes exceeds max.event.size={self.max_event_bytes}")
         records = event_records(origin, data, self.segment_size, self._return_address())
-        task = asyncio.get_running_loop().create_task(self._publish(topic, records, event))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        for record in records:
+            waiter = self.connector.publish(topic.topic, topic.partition, record)
+            self._sending.add(waiter)
+            waiter.add_done_callback(functools.partial(self._published, topic, event))
 
     def _return_address(self) -> str | None:
         return self.topic.name if self.topic is not None else None
 
-    async def _publish(self, topic: VirtualTopic, records: list[bytes], event: EventEnvelope) -> None:
-        try:
-            if len(records) == 1:
-                await self.connector.publish(topic.topic, topic.partition, records[0])
-            else:
-                await asyncio.gather(
-                    *(self.connector.publish(topic.topic, topic.partition, r) for r in records)
-                )
+    def _published(self, topic: VirtualTopic, event: EventEnvelope, waiter: asyncio.Future[None]) -> None:
+        self._sending.discard(waiter)
+        if waiter.cancelled():
+            return
+        error = waiter.exception()
+        if error is None:
             self.sent += 1
-        except ConnectorError as exc:
-            log.warning("Event %s to %s not delivered: %s", event.id, topic, exc)
-            self._fail_pending(event, f"Unable to deliver {event.to} through {topic}: {exc}")
+            return
+        log.warning("Event %s to %s not delivered: %s", event.id, topic, error)
+        self._fail_pending(event, f"Unable to deliver {event.to} through {topic}: {error}")
 
     def _fail_pending(self, event: EventEnvelope, message: str) -> None:
         # a request of ours that never left: answer it now rather than let it wait for its timeout

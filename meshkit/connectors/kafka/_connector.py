@@ -58,6 +58,7 @@ class KafkaConnector:
         # Partition counts seen in metadata: publish checks them so a bad target fails fast, not after 30 s.
         self._partitions: dict[str, int] = {}
         self._refresh: asyncio.Task[dict[str, int]] | None = None
+        self._checking: dict[str, int] = {}  # topics with publishes waiting on a metadata check
         self._closed = False
 
     def _check_open(self) -> tuple[AdminClient, KafkaPublisher]:
@@ -151,19 +152,42 @@ class KafkaConnector:
         self._partitions.update(topics)
         return topics
 
-    async def publish(self, topic: str, partition: int, payload: bytes) -> None:
-        admin, publisher = self._check_open()
+    def publish(self, topic: str, partition: int, payload: bytes) -> asyncio.Future[None]:
+        try:
+            admin, publisher = self._check_open()
+        except ConnectorError as e:
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(e)
+            return failed
         count = self._partitions.get(topic)
-        if count is None or not 0 <= partition < count:
-            if partition >= 0:
-                count = (await self._refreshed(admin)).get(topic)
-            if count is None:
-                raise ConnectorError(f"topic {topic} does not exist")
-            if not 0 <= partition < count:
-                raise ConnectorError(
-                    f"partition {partition} out of range: topic {topic} has {count} partitions"
-                )
-        await publisher.publish(topic, partition, payload)
+        if count is not None and 0 <= partition < count and topic not in self._checking:
+            return publisher.publish(topic, partition, payload)
+        # Unknown topic or partition: check the metadata first; later records to the topic queue behind.
+        self._checking[topic] = self._checking.get(topic, 0) + 1
+        return asyncio.ensure_future(self._publish_checked(admin, publisher, topic, partition, payload))
+
+    async def _publish_checked(
+        self, admin: AdminClient, publisher: KafkaPublisher, topic: str, partition: int, payload: bytes
+    ) -> None:
+        try:
+            count = self._partitions.get(topic)
+            if count is None or not 0 <= partition < count:
+                if partition >= 0:
+                    count = (await self._refreshed(admin)).get(topic)
+                if count is None:
+                    raise ConnectorError(f"topic {topic} does not exist")
+                if not 0 <= partition < count:
+                    raise ConnectorError(
+                        f"partition {partition} out of range: topic {topic} has {count} partitions"
+                    )
+            waiter = publisher.publish(topic, partition, payload)
+        finally:
+            left = self._checking[topic] - 1
+            if left:
+                self._checking[topic] = left
+            else:
+                del self._checking[topic]
+        await waiter
 
     async def consume(self, topic: str, partition: int, on_record: RecordHandler) -> KafkaSubscription:
         self._check_open()

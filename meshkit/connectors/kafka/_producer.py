@@ -49,6 +49,8 @@ class KafkaPublisher:
         # Filled only by the thread currently serving callbacks (the poll thread, then close()'s flush).
         self._outcomes: list[_Outcome] = []
         self._pending: set[asyncio.Future[None]] = set()
+        self._outbox: list[tuple[str, int, bytes, asyncio.Future[None]]] = []
+        self._flush_scheduled = False
         self._extra_poll = extra_poll
         self._stop = threading.Event()
         self._closed = False
@@ -82,24 +84,41 @@ class KafkaPublisher:
             except Exception:
                 log.exception("kafka producer poll failed")
 
-    async def publish(self, topic: str, partition: int, payload: bytes) -> None:
-        if self._closed:
-            raise ConnectorError("kafka connector is closed")
+    def publish(self, topic: str, partition: int, payload: bytes) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = self._loop.create_future()
-        callback = functools.partial(self._on_delivery, fut)
-        while True:
+        if self._closed:
+            fut.set_exception(ConnectorError("kafka connector is closed"))
+            return fut
+        self._outbox.append((topic, partition, payload, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        self._pending.add(fut)
+        return fut
+
+    def _flush(self) -> None:
+        # Everything published in one loop iteration is produced back to back, so librdkafka puts it in
+        # one request: one record per request costs the broker a batch each (Tansu slows as batches grow).
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, []
+        for index, (topic, partition, payload, fut) in enumerate(outbox):
+            if fut.done():
+                continue
             try:
-                self._producer.produce(topic, payload, partition=partition, on_delivery=callback)
-                break
+                self._producer.produce(
+                    topic, payload, partition=partition, on_delivery=functools.partial(self._on_delivery, fut)
+                )
             except BufferError:
                 # Local queue full: the poll thread drains it as the broker acknowledges; retry shortly.
-                await asyncio.sleep(_QUEUE_FULL_BACKOFF)
-                if self._closed:
-                    raise ConnectorError("kafka connector is closed") from None
+                self._outbox[:0] = outbox[index:]
+                self._flush_scheduled = True
+                self._loop.call_later(_QUEUE_FULL_BACKOFF, self._flush)
+                return
             except KafkaException as e:
-                raise ConnectorError(f"publish to {topic}[{partition}] refused: {e.args[0].str()}") from e
-        self._pending.add(fut)
-        await fut
+                self._pending.discard(fut)
+                fut.set_exception(
+                    ConnectorError(f"publish to {topic}[{partition}] refused: {e.args[0].str()}")
+                )
 
     async def close(self, flush_seconds: float = 5.0) -> None:
         if self._closed:

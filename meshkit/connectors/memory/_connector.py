@@ -56,9 +56,16 @@ class MemoryConnector:
         self._check_open()
         return self.broker.topics()
 
-    async def publish(self, topic: str, partition: int, payload: bytes) -> None:
-        self._check_open()
-        self.broker.publish(topic, partition, payload)
+    def publish(self, topic: str, partition: int, payload: bytes) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._check_open()
+            self.broker.publish(topic, partition, payload)
+        except ConnectorError as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+        return future
 
     async def consume(self, topic: str, partition: int, on_record: RecordHandler) -> MemorySubscription:
         self._check_open()
