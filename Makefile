@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+SOURCES := meshkit presence_server example_services tests bench scripts
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check meshkit presence_server example_services tests bench
-	$(VENV)/bin/ruff format --check meshkit presence_server example_services tests bench
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -38,6 +40,10 @@ demo-up: $(STAMP)
 # stops what demo-up started (.demo/pids); standard library only, so no venv needed
 demo-down:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/demo.py down
+
+# Benchmarks beside their floors, same run (BENCH.md); ARGS="--json" for one JSON object per line.
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

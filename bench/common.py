@@ -79,6 +79,5 @@ def report(figures: list[Figure], as_json: bool) -> None:
     )
     for f in figures:
         ratios = f"{f.p50_ratio:>7.2f} {f.rps_ratio:>7.2f}" if f.floor else f"{'floor':>7} {'':>7}"
-        print(
-            f"{f.name:<34} {f.payload_bytes:>8} {f.p50_ms:>9.4f} {f.p99_ms:>9.4f} {f.rps_at_64:>10.0f} {ratios}"
-        )
+        figures_text = f"{f.p50_ms:>9.4f} {f.p99_ms:>9.4f} {f.rps_at_64:>10.0f}"
+        print(f"{f.name:<34} {f.payload_bytes:>8} {figures_text} {ratios}")

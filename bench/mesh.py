@@ -51,7 +51,7 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         with contextlib.suppress(OSError):
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status < 500:

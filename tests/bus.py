@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
-from meshkit import AppConfig, FunctionRegistry, Platform
+from meshkit import AppConfig, FunctionSpec, Platform
 
 
 @asynccontextmanager
 async def running_platform(
-    registry: FunctionRegistry | None = None, name: str = "test-app", **properties: str
+    registry: Iterable[FunctionSpec] | None = None, name: str = "test-app", **properties: str
 ) -> AsyncIterator[Platform]:
     config = AppConfig.load(argv=[], environ={}, overrides=properties)
     platform = Platform(config, name=name, functions=list(registry or []))

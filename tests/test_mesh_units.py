@@ -1,4 +1,4 @@
-"""The mesh's own logic, without a broker: topic names, records, segments, the routing table, monitor state."""
+"""The mesh's own logic, without a broker: topic names, records, segments, routing table, monitor state."""
 
 from __future__ import annotations
 
@@ -23,8 +23,17 @@ def test_virtual_topics_are_partitions_of_physical_topics() -> None:
     assert all(layout.index_of(layout.virtual(i).name) == i for i in range(288))
 
 
-@pytest.mark.parametrize("name", ["multiplex.0001", "multiplex.0000-001", "multiplex.0001-032", "multiplex.0010-000",
-                                  "other.0001-000", "multiplex.1-1"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "multiplex.0001",
+        "multiplex.0000-001",
+        "multiplex.0001-032",
+        "multiplex.0010-000",
+        "other.0001-000",
+        "multiplex.1-1",
+    ],
+)
 def test_names_outside_the_layout_are_refused(name: str) -> None:
     with pytest.raises(ValueError):
         TopicLayout(32, 288).index_of(name)

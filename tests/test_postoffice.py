@@ -72,7 +72,7 @@ async def test_unknown_routes_are_a_404_app_error() -> None:
 async def test_a_request_without_a_reply_in_time_raises_timeout_error() -> None:
     async with running_platform(registry) as platform:
         po = PostOffice(platform)
-        with pytest.raises(TimeoutError, match="demo.sleep timeout for 0.1 s"):
+        with pytest.raises(TimeoutError, match=r"demo\.sleep timeout for 0\.1 s"):
             await po.request("demo.sleep", 1.0, timeout=0.1)
         as_reply = await po.request("demo.sleep", 1.0, timeout=0.1, timeout_as_reply=True)
         assert as_reply.status == 408 and "timeout" in as_reply.body
@@ -131,7 +131,7 @@ async def test_a_plain_def_handler_calls_other_functions_through_the_sync_bridge
 
 async def test_the_sync_bridge_refuses_to_block_the_event_loop() -> None:
     async with running_platform(registry) as platform:
-        with pytest.raises(RuntimeError, match="use 'await po.request"):
+        with pytest.raises(RuntimeError, match=r"use 'await po\.request"):
             PostOffice(platform).sync.request("demo.echo", 1)
 
 

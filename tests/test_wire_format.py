@@ -34,14 +34,43 @@ def test_keys_are_descriptive_and_unset_fields_are_omitted() -> None:
 
 def test_every_field_has_its_spec_name() -> None:
     event = EventEnvelope(
-        "a.b", b"\x00\x01", {"h": "v"}, status=500, id="i", sender="f.g", reply_to="r", cid="c", trace_id="t",
-        trace_path="GET /x", span_id="s", exec_time=1.5, round_trip=2.25, tags={"k": "v"},
-        annotations={"n": 1}, obj_type="PoJo", exception="ValueError",
-    )  # fmt: skip
+        "a.b",
+        b"\x00\x01",
+        {"h": "v"},
+        status=500,
+        id="i",
+        sender="f.g",
+        reply_to="r",
+        cid="c",
+        trace_id="t",
+        trace_path="GET /x",
+        span_id="s",
+        exec_time=1.5,
+        round_trip=2.25,
+        tags={"k": "v"},
+        annotations={"n": 1},
+        obj_type="PoJo",
+        exception="ValueError",
+    )
     assert set(msgpack.unpackb(encode(event))) == {
-        "id", "to", "from", "reply_to", "cid", "trace_id", "trace_path", "span_id", "status", "headers",
-        "body", "exec_time", "round_trip", "tags", "annotations", "obj_type", "exception",
-    }  # fmt: skip
+        "id",
+        "to",
+        "from",
+        "reply_to",
+        "cid",
+        "trace_id",
+        "trace_path",
+        "span_id",
+        "status",
+        "headers",
+        "body",
+        "exec_time",
+        "round_trip",
+        "tags",
+        "annotations",
+        "obj_type",
+        "exception",
+    }
     assert decode(encode(event)) == event
 
 
@@ -99,15 +128,37 @@ def test_header_values_that_are_scalars_become_strings() -> None:
 
 
 def test_the_compact_format_of_the_mercury_engines_is_decoded() -> None:
-    compact = {"0": "id-1", "T": "hello.world", "F": "caller", "S": 201, "H": {"a": "b"}, "B": "hi", "X": "c9",
-               "t": "trace", "p": "GET /x", "1": 0.5, "2": 1.5, "R": "r.route"}  # fmt: skip
+    compact = {
+        "0": "id-1",
+        "T": "hello.world",
+        "F": "caller",
+        "S": 201,
+        "H": {"a": "b"},
+        "B": "hi",
+        "X": "c9",
+        "t": "trace",
+        "p": "GET /x",
+        "1": 0.5,
+        "2": 1.5,
+        "R": "r.route",
+    }
     event = decode(msgpack.packb(compact))
     assert (event.id, event.to, event.sender, event.status, event.headers, event.body) == (
-        "id-1", "hello.world", "caller", 201, {"a": "b"}, "hi"
-    )  # fmt: skip
-    assert (event.cid, event.trace_id, event.trace_path, event.exec_time, event.round_trip, event.reply_to) == (
-        "c9", "trace", "GET /x", 0.5, 1.5, "r.route"
-    )  # fmt: skip
+        "id-1",
+        "hello.world",
+        "caller",
+        201,
+        {"a": "b"},
+        "hi",
+    )
+    assert (
+        event.cid,
+        event.trace_id,
+        event.trace_path,
+        event.exec_time,
+        event.round_trip,
+        event.reply_to,
+    ) == ("c9", "trace", "GET /x", 0.5, 1.5, "r.route")
 
 
 @pytest.mark.parametrize(
