@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel
 
-from meshkit._envelope import EventEnvelope, new_event_id
+from meshkit._envelope import FIELDS, EventEnvelope, new_event_id
 
 
 class CodecError(ValueError):
@@ -87,29 +87,27 @@ def _plain_scalar(value: Any) -> Any:
 def envelope_to_map(event: EventEnvelope) -> dict[str, Any]:
     """The descriptive map of an envelope, unset fields left out."""
     result: dict[str, Any] = {"id": event.id}
-    if event.to is not None:
-        result["to"] = event.to
-    if event.sender is not None:
-        result["from"] = event.sender
-    for name in ("reply_to", "cid", "trace_id", "trace_path", "span_id"):
-        value = getattr(event, name)
-        if value is not None:
-            result[name] = value
+    for name, value in event.__dict__.items():
+        if value is not None and name in _WIRE_NAMES:
+            result[_WIRE_NAMES[name]] = value
     result["status"] = event.status
-    if event.headers:
-        result["headers"] = event.headers
-    if event.body is not None:
-        result["body"] = event.body
-    for name in ("exec_time", "round_trip", "tags", "annotations", "obj_type", "exception"):
-        value = getattr(event, name)
-        if value is not None:
-            result[name] = value
+    if not event.headers:
+        result.pop("headers", None)
     return result
 
 
+# attribute -> wire key, for the attributes an instance sets (unset ones are the class defaults: None)
+_WIRE_NAMES = {name: "from" if name == "sender" else name for name in FIELDS if name not in ("id", "status")}
+
+
 def encode(event: EventEnvelope) -> bytes:
+    return pack(envelope_to_map(event))
+
+
+def pack(value: dict[str, Any]) -> bytes:
+    """MsgPack with the wire format's rules (models, datetimes... as plain data); CodecError otherwise."""
     try:
-        return msgpack.packb(envelope_to_map(event), default=_plain_scalar, use_bin_type=True)  # type: ignore[no-any-return]
+        return msgpack.packb(value, default=_plain_scalar, use_bin_type=True)  # type: ignore[no-any-return]
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
@@ -139,42 +137,52 @@ def envelope_from_map(raw: dict[Any, Any]) -> EventEnvelope:
         if isinstance(first, str) and len(first) == 1:
             raw = _from_compact(raw)
     event = EventEnvelope.__new__(EventEnvelope)
-    for name in EventEnvelope.__slots__:
-        setattr(event, name, None)
-    for key in _STRING_FIELDS:
-        value = raw.get(key)
-        if value is not None and not isinstance(value, str):
-            raise CodecError(f"field '{key}' must be a string, got {type(value).__name__}")
-        setattr(event, "sender" if key == "from" else key, value)
-    if event.id is None:
-        event.id = new_event_id()
-    status = raw.get("status", 200)
-    if status is None:
-        status = 200
-    if isinstance(status, bool) or not isinstance(status, int):
-        raise CodecError(f"field 'status' must be an integer, got {type(status).__name__}")
-    event.status = status
-    event.headers = _str_map(raw.get("headers"), "headers") or {}
-    event.tags = _str_map(raw.get("tags"), "tags")
-    annotations = raw.get("annotations")
-    if annotations is not None and not isinstance(annotations, dict):
-        raise CodecError(f"field 'annotations' must be a map, got {type(annotations).__name__}")
-    event.annotations = annotations
-    for key in _FLOAT_FIELDS:
-        value = raw.get(key)
-        if value is not None:
+    fields = event.__dict__
+    for key, value in raw.items():
+        if value is None:
+            continue
+        kind = _FIELD_KINDS.get(key)
+        if kind is None:  # unknown keys are ignored
+            continue
+        name = "sender" if key == "from" else key
+        if kind is str:
+            if not isinstance(value, str):
+                raise CodecError(f"field '{key}' must be a string, got {type(value).__name__}")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CodecError(f"field '{key}' must be an integer, got {type(value).__name__}")
+        elif kind is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise CodecError(f"field '{key}' must be a number, got {type(value).__name__}")
-            setattr(event, key, float(value))
-    exception = raw.get("exception")
-    if exception is not None and not isinstance(exception, str):
-        # a Java engine may send a serialized exception: keep a readable trace of it, not the bytes
-        exception = (
-            f"<{type(exception).__name__} of {len(exception) if hasattr(exception, '__len__') else 1}>"
-        )
-    event.exception = exception
-    event.body = raw.get("body")
+            value = float(value)
+        elif kind is dict:
+            value = _str_map(value, key)
+        elif kind is list:  # annotations: any map
+            if not isinstance(value, dict):
+                raise CodecError(f"field '{key}' must be a map, got {type(value).__name__}")
+        elif kind is bytes and not isinstance(value, str):
+            # a Java engine may send a serialized exception: keep a readable trace of it, not the bytes
+            value = f"<{type(value).__name__} of {len(value) if hasattr(value, '__len__') else 1}>"
+        fields[name] = value
+    if "headers" not in fields:
+        fields["headers"] = {}
+    if "id" not in fields:
+        fields["id"] = new_event_id()
     return event
+
+
+# how each wire key is checked: str, int, float, dict (str -> str), list (any map), bytes (exception), body
+_FIELD_KINDS: dict[str, type] = {
+    **dict.fromkeys(_STRING_FIELDS, str),
+    "status": int,
+    "exec_time": float,
+    "round_trip": float,
+    "headers": dict,
+    "tags": dict,
+    "annotations": list,
+    "exception": bytes,
+    "body": object,
+}
 
 
 def _from_compact(raw: dict[Any, Any]) -> dict[Any, Any]:

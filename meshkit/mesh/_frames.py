@@ -16,6 +16,9 @@ from typing import Any
 
 import msgpack
 
+from meshkit._codec import envelope_to_map, pack
+from meshkit._envelope import EventEnvelope
+
 EVERYONE = "*"
 DEFAULT_SEGMENT_SIZE = 64 * 1024
 
@@ -27,13 +30,18 @@ class FrameError(ValueError):
     """A record that is not a meshkit frame."""
 
 
-def event_records(
-    origin: str, event_bytes: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
-) -> list[bytes]:
-    """One record, or segments of at most `segment_size` payload bytes when the event is larger.
+def event_record(origin: str, event: EventEnvelope, reply: str | None = None) -> bytes:
+    """One record holding the event's map itself (one MsgPack pass each way, no envelope bytes inside).
 
     `reply` is the sender's virtual topic: the recipient can answer before it has heard the sender's join.
     """
+    return pack({"type": "event", "origin": origin, "reply": reply, "event": envelope_to_map(event)})
+
+
+def event_records(
+    origin: str, event_bytes: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
+) -> list[bytes]:
+    """One record, or segments of at most `segment_size` payload bytes when the event is larger."""
     if len(event_bytes) <= segment_size:
         return [msgpack.packb({"type": "event", "origin": origin, "reply": reply, "payload": event_bytes})]
     message_id = f"{_prefix}{next(_counter):x}"

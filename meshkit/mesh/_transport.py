@@ -9,12 +9,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from meshkit._codec import CodecError, decode, encode
+from meshkit._codec import CodecError, decode, encode, envelope_from_map
 from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError
 from meshkit._platform import Platform
 from meshkit.connectors import Connector, ConnectorError, Subscription
-from meshkit.mesh._frames import EVERYONE, FrameError, Reassembler, control_record, event_records, parse
+from meshkit.mesh._frames import (
+    EVERYONE,
+    FrameError,
+    Reassembler,
+    control_record,
+    event_record,
+    event_records,
+    parse,
+)
 from meshkit.mesh._topics import TopicLayout, VirtualTopic
 
 log = logging.getLogger("meshkit.mesh.transport")
@@ -79,13 +87,17 @@ class EventTransport:
     # -- sending -------------------------------------------------------------------------------------------
     def send_event(self, topic: VirtualTopic, origin: str, event: EventEnvelope) -> None:
         """Encode now (errors surface to the caller), publish in the background."""
+        reply = self._return_address()
         try:
-            data = encode(event)
+            records = [event_record(origin, event, reply)]
+            if len(records[0]) > self.segment_size:  # large: the envelope's bytes, in segments
+                data = encode(event)
+                if len(data) > self.max_event_bytes:
+                    size, limit = len(data), self.max_event_bytes
+                    raise AppError(413, f"Event of {size} bytes exceeds max.event.size={limit}")
+                records = event_records(origin, data, self.segment_size, reply)
         except CodecError as exc:
             raise AppError(500, str(exc)) from exc
-        if len(data) > self.max_event_bytes:
-            raise AppError(413, f"Event of {len(data)} bytes exceeds max.event.size={self.max_event_bytes}")
-        records = event_records(origin, data, self.segment_size, self._return_address())
         for record in records:
             waiter = self.connector.publish(topic.topic, topic.partition, record)
             self._sending.add(waiter)
@@ -161,14 +173,16 @@ class EventTransport:
     def _deliver(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == "event" or kind == "segment":
-            payload = frame.get("payload")
-            if kind == "segment":
-                payload = self._reassembler.add(frame)
+            embedded = frame.get("event")
+            if isinstance(embedded, dict):
+                event = envelope_from_map(embedded)
+            else:
+                payload = self._reassembler.add(frame) if kind == "segment" else frame.get("payload")
                 if payload is None:
                     return
-            if not isinstance(payload, bytes):
-                raise FrameError("event record without a binary payload")
-            event = decode(payload)
+                if not isinstance(payload, bytes):
+                    raise FrameError("event record without an envelope")
+                event = decode(payload)
             self._remember_sender(event, frame.get("reply"))
             self.received += 1
             if event.to == self.platform.inbox:
