@@ -48,6 +48,7 @@ class FunctionSpec:
     is_async: bool
     arity: int  # 1: (body), 2: (headers, body), 3: (headers, body, instance)
     body_model: type[BaseModel] | None
+    max_queue: int | None = None  # events waiting beyond this are refused with 503 (None: `max.queue`)
 
     @property
     def module(self) -> str:
@@ -58,12 +59,18 @@ class FunctionSpec:
         return f"{self.module}.{getattr(self.handler, '__qualname__', '?')}"
 
 
-def make_spec(route: str, handler: Handler, *, instances: int = 1, private: bool = False) -> FunctionSpec:
+def make_spec(
+    route: str, handler: Handler, *, instances: int = 1, private: bool = False, max_queue: int | None = None
+) -> FunctionSpec:
     validate_route_name(route)
     if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= 1000:
         raise ValueError(
             f"instances for route '{route}' must be an integer from 1 to 1000, got {instances!r}"
         )
+    if max_queue is not None and (
+        isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0
+    ):
+        raise ValueError(f"max_queue for route '{route}' must be a non-negative integer, got {max_queue!r}")
     if not callable(handler):
         raise TypeError(f"handler for route '{route}' is not callable")
     params = [
@@ -85,6 +92,7 @@ def make_spec(route: str, handler: Handler, *, instances: int = 1, private: bool
         is_async=inspect.iscoroutinefunction(handler),
         arity=len(params),
         body_model=_body_model(handler, body_param.name),
+        max_queue=max_queue,
     )
 
 
@@ -108,11 +116,13 @@ class FunctionRegistry:
     def __init__(self) -> None:
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
 
-    def route(self, name: str, *, instances: int = 1, private: bool = False) -> Callable[[Handler], Handler]:
+    def route(
+        self, name: str, *, instances: int = 1, private: bool = False, max_queue: int | None = None
+    ) -> Callable[[Handler], Handler]:
         validate_route_name(name)
 
         def decorate(handler: Handler) -> Handler:
-            self.add(make_spec(name, handler, instances=instances, private=private))
+            self.add(make_spec(name, handler, instances=instances, private=private, max_queue=max_queue))
             return handler
 
         return decorate
@@ -141,10 +151,14 @@ class FunctionRegistry:
 default_registry = FunctionRegistry()
 
 
-def route(name: str, *, instances: int = 1, private: bool = False) -> Callable[[Handler], Handler]:
+def route(
+    name: str, *, instances: int = 1, private: bool = False, max_queue: int | None = None
+) -> Callable[[Handler], Handler]:
     """Declare a function on the event bus: ``@route("hello.world", instances=10)``.
 
     The handler takes ``(headers, body, instance)`` (or ``(headers, body)``, or ``(body)``), may be
     ``async def`` or plain ``def`` (run in a thread), and returns the reply body or an EventEnvelope.
+    Events beyond `instances` wait in order; more than `max_queue` waiting (default: the `max.queue`
+    setting) are refused at once with a 503, so an overload costs callers an error, not the app's memory.
     """
-    return default_registry.route(name, instances=instances, private=private)
+    return default_registry.route(name, instances=instances, private=private, max_queue=max_queue)

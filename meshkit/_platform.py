@@ -69,6 +69,7 @@ class Platform:
         self.version = version or self.config.get("info.app.version", "1.0.0") or "1.0.0"
         self.description = description or self.config.get("info.app.description", "") or ""
         self.personality = personality.upper()
+        self.max_queue = self.config.get_int("max.queue", 10_000)
         self.origin = new_origin()
         self.inbox = "@" + self.origin
         self.started_at: _dt.datetime | None = None
@@ -144,6 +145,7 @@ class Platform:
         *,
         instances: int = 1,
         private: bool = False,
+        max_queue: int | None = None,
     ) -> FunctionSpec:
         """Add a function at run time (``platform.register("my.route", handler, instances=4)``)."""
         if isinstance(route, FunctionSpec):
@@ -151,7 +153,7 @@ class Platform:
         else:
             if handler is None:
                 raise TypeError("register(route, handler) needs a handler")
-            spec = make_spec(route, handler, instances=instances, private=private)
+            spec = make_spec(route, handler, instances=instances, private=private, max_queue=max_queue)
         if spec.route in self._pools:
             raise ValueError(f"Route '{spec.route}' is already registered in {self.name}")
         if self._loop is None:

@@ -63,12 +63,25 @@ class _Resume:
 class FunctionPool:
     """Runs one route's events, at most `spec.instances` at a time, in arrival order."""
 
-    __slots__ = ("_backlog", "_executor", "_free", "_platform", "_tasks", "busy", "handled", "spec")
+    __slots__ = (
+        "_backlog",
+        "_executor",
+        "_free",
+        "_platform",
+        "_tasks",
+        "busy",
+        "handled",
+        "max_queue",
+        "refused",
+        "spec",
+    )
 
     def __init__(self, spec: FunctionSpec, platform: Platform) -> None:
         self.spec = spec
         self.busy = 0
         self.handled = 0
+        self.refused = 0
+        self.max_queue = spec.max_queue if spec.max_queue is not None else platform.max_queue
         self._platform = platform
         self._backlog: deque[EventEnvelope] = deque()
         self._free = list(range(spec.instances, 0, -1))  # instance numbers not in use
@@ -107,8 +120,11 @@ class FunctionPool:
                     self._platform.deliver_reply(reply)
             else:
                 self._spawn(self._run(event, self._acquire()))
-        else:
+        elif len(self._backlog) < self.max_queue:
             self._backlog.append(event)
+        else:
+            self.refused += 1
+            raise AppError(503, f"Route {self.spec.route} is busy: {len(self._backlog)} events waiting")
 
     def _acquire(self) -> int:
         self.busy += 1

@@ -281,3 +281,43 @@ async def test_two_declarations_of_one_route_are_refused_at_start() -> None:
     with pytest.raises(ValueError, match="declared by both"):
         async with running_platform(registry):
             pass
+
+
+async def test_past_its_queue_bound_a_function_refuses_at_once_with_503() -> None:
+    registry = FunctionRegistry()
+    gate = asyncio.Event()
+
+    @registry.route("bounded.queue", instances=1, max_queue=2)
+    async def blocked(body: int) -> int:
+        await gate.wait()
+        return body
+
+    async with running_platform(registry) as platform:
+        po = PostOffice(platform)
+        running = [asyncio.create_task(po.request("bounded.queue", n)) for n in range(3)]  # 1 runs, 2 wait
+        await asyncio.sleep(0)
+        with pytest.raises(AppError) as busy:
+            await po.request("bounded.queue", 3)
+        assert busy.value.status == 503 and "busy" in busy.value.message
+        with pytest.raises(AppError):
+            await po.send("bounded.queue", 4)
+        gate.set()
+        assert [r.body for r in await asyncio.gather(*running)] == [0, 1, 2]
+        assert platform.pool("bounded.queue").refused == 2  # type: ignore[union-attr]
+        assert (await po.request("bounded.queue", 5)).body == 5  # room again once the queue drains
+
+
+async def test_the_default_queue_bound_comes_from_configuration() -> None:
+    registry = FunctionRegistry()
+
+    @registry.route("default.bound")
+    async def slow(body: Any) -> None:
+        await asyncio.sleep(10)
+
+    async with running_platform(registry, **{"max.queue": "1"}) as platform:
+        po = PostOffice(platform)
+        await po.send("default.bound", 1)  # runs
+        await po.send("default.bound", 2)  # waits
+        with pytest.raises(AppError) as busy:
+            await po.send("default.bound", 3)
+        assert busy.value.status == 503
