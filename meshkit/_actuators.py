@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import logging
 import os
 import platform as _sys_platform
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import fastapi
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from meshkit._codec import iso_utc_ms
 from meshkit._config import masked
 from meshkit._health import HealthMonitor
 from meshkit._platform import Platform
+from meshkit._security import KEY_HEADER, MeshKeys
 from meshkit._time import elapsed_text
+
+log = logging.getLogger("meshkit.actuators")
 
 AdditionalInfo = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -26,6 +30,19 @@ def actuator_router(
     platform: Platform, health: HealthMonitor, additional_info: AdditionalInfo | None = None
 ) -> APIRouter:
     router = APIRouter(tags=["actuators"])
+    keys = MeshKeys(platform.config)
+    protected = platform.config.get_bool("protect.info.endpoints", False)
+
+    def guard(request: Request) -> None:
+        """/env and /info/lib show the app's insides: with protect.info.endpoints, a mesh key is needed."""
+        if protected and (not keys.required or not keys.accepts(request.headers.get(KEY_HEADER))):
+            client = request.client.host if request.client else "unknown"
+            log.warning(
+                "Refused %s from %s: protected, no valid %s header", request.url.path, client, KEY_HEADER
+            )
+            raise HTTPException(
+                401, f"{request.url.path} is protected: present a mesh API key ({KEY_HEADER})"
+            )
 
     @router.get("/info")
     async def info() -> dict[str, Any]:
@@ -50,7 +67,7 @@ def actuator_router(
             result["additional_info"] = await additional_info()
         return result
 
-    @router.get("/info/lib")
+    @router.get("/info/lib", dependencies=[Depends(guard)])
     async def libraries() -> dict[str, Any]:
         dists = sorted(
             {
@@ -66,7 +83,7 @@ def actuator_router(
     async def routes() -> dict[str, Any]:
         return {"app": platform.name, "origin": platform.origin, "routing": routing_table(platform)}
 
-    @router.get("/env")
+    @router.get("/env", dependencies=[Depends(guard)])
     async def env() -> dict[str, Any]:
         config = platform.config
         variables = {k: masked(k, os.environ.get(k, "")) for k in config.get_list("show.env.variables")}

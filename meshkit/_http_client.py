@@ -11,6 +11,7 @@ from meshkit._codec import CodecError, decode, encode
 from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError
 from meshkit._platform import Platform
+from meshkit._security import MeshKeys
 
 _sessions: weakref.WeakKeyDictionary[Platform, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
 
@@ -40,6 +41,7 @@ async def request_over_http(
     if event.sender is None:
         event.sender = platform.name
     headers = {"content-type": "application/octet-stream", "x-ttl": str(max(1000, int(timeout * 1000)))}
+    headers.update(MeshKeys(platform.config).headers())
     try:
         async with asyncio.timeout(timeout):
             async with _session(platform).post(endpoint, data=encode(event), headers=headers) as response:

@@ -10,6 +10,7 @@ from meshkit._codec import CodecError, decode, encode, utc_now_iso
 from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError
 from meshkit._platform import Platform
+from meshkit._security import KEY_HEADER, MeshKeys
 
 log = logging.getLogger("meshkit.http")
 
@@ -25,10 +26,13 @@ class _TooLarge(Exception):
 def event_router(platform: Platform) -> APIRouter:
     router = APIRouter()
     limit = platform.config.get_int("max.event.size", 16 * 1024 * 1024)
+    keys = MeshKeys(platform.config)
 
     @router.post("/api/event", include_in_schema=True, summary="Event over HTTP")
     async def api_event(request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
+        if not keys.accepts(request.headers.get(KEY_HEADER)):
+            return _refuse(401, f"Missing or invalid mesh API key ({KEY_HEADER} header)", client)
         try:
             data = await _read_limited(request, limit)
         except _TooLarge:

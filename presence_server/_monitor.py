@@ -18,6 +18,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from meshkit._codec import iso_utc_ms
 from meshkit._functions import AppError
 from meshkit._platform import Platform
+from meshkit._security import KEY_HEADER, MeshKeys
 from meshkit.connectors import Connector, ConnectorError, Subscription
 from meshkit.mesh import MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._frames import EVERYONE, FrameError, control_record, parse
@@ -53,6 +54,7 @@ class PresenceMonitor:
         self.monitor_timeout = config.get_float("monitor.timeout", 3.0)
         self.keepalive_timeout = config.get_float("presence.timeout", 8.0)
         self.orphan_grace = config.get_float("monitor.orphan.grace", 5.0)
+        self.keys = MeshKeys(config)
         self.state = MeshState()
         self.sessions: dict[str, Session] = {}
         self._claims: dict[tuple[int, str], asyncio.Future[bool]] = {}
@@ -98,6 +100,15 @@ class PresenceMonitor:
     async def serve(self, websocket: WebSocket, origin: str) -> None:
         await websocket.accept()
         client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "unknown"
+        if not self.keys.accepts(websocket.headers.get(KEY_HEADER)):
+            log.warning(
+                "Refused presence of %s from %s: missing or invalid mesh API key", origin[:80], client
+            )
+            with contextlib.suppress(Exception):
+                message = f"missing or invalid mesh API key ({KEY_HEADER} header)"
+                await websocket.send_text(json.dumps({"type": "error", "message": message}))
+                await websocket.close(4401, "missing or invalid mesh API key")
+            return
         try:
             hello = await self._hello(websocket, origin)
             topic = await self._admit(origin, hello)

@@ -9,6 +9,7 @@ from typing import Any
 from meshkit._config import AppConfig, ConfigError
 from meshkit._functions import AppError, FunctionSpec
 from meshkit._platform import Platform
+from meshkit._security import MeshKeys
 from meshkit.connectors import Connector
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
 from meshkit.mesh._presence import PresenceClient
@@ -53,14 +54,13 @@ class MeshNode:
         )
         self.router = MeshRouter(self.table, self.transport)
         urls = config.get_list("presence.url") or ["ws://127.0.0.1:8080/ws/presence"]
-        api_key = config.get("mesh.api.key")
         self.presence = PresenceClient(
             platform,
             urls,
             group=self.group,
             keepalive=config.get_float("presence.keepalive", 2.0),
             on_ready=self._on_ready,
-            headers={"x-mesh-key": api_key} if api_key else None,
+            headers=MeshKeys(config).headers(),
         )
         self._tasks: set[asyncio.Task[None]] = set()
 
