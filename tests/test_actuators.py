@@ -62,7 +62,10 @@ def origin(client: httpx.Client) -> str:
 def switch(client: httpx.Client, dependency: str, healthy: bool) -> None:
     """Make a health dependency of the server pass or fail, with an event over /api/event."""
     event = EventEnvelope("health.switch", {"dependency": dependency, "healthy": healthy})
-    response = client.post("/api/event", content=encode(event))
+    # mesh.api.key is set (to check it is masked), so /api/event wants it
+    response = client.post(
+        "/api/event", content=encode(event), headers={"x-mesh-key": PROPERTIES["mesh.api.key"]}
+    )
     assert response.status_code == 200
     assert decode(response.content).body[dependency] is healthy
 
