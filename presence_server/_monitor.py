@@ -22,6 +22,7 @@ from meshkit._security import KEY_HEADER, MeshKeys
 from meshkit.connectors import Connector, ConnectorError, Subscription
 from meshkit.mesh import MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._frames import EVERYONE, FrameError, control_record, parse
+from meshkit.mesh._watchdog import ConnectorWatchdog
 from presence_server._state import ClaimResult, Connection, MeshState
 
 log = logging.getLogger("presence_server")
@@ -63,6 +64,12 @@ class PresenceMonitor:
         self._housekeeper: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
         self._started = time.monotonic()
+        self.watchdog = ConnectorWatchdog(
+            f"The {connector.name} connector ({connector.href})",
+            self.loopback,
+            interval=config.get_float("connector.watchdog.interval", 5.0),
+            give_up_after=config.get_float("connector.watchdog.exit.after", 30.0),
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -76,9 +83,11 @@ class PresenceMonitor:
             await asyncio.wait_for(self._synced.wait(), 2 * self.heartbeat)
         self._synced.set()
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="presence:housekeeping")
+        self.watchdog.start()
         log.info("Registered monitor (me) %s", self.id)
 
     async def stop(self) -> None:
+        await self.watchdog.stop()
         if self._housekeeper is not None:
             self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,6 +16,7 @@ from meshkit.mesh._presence import PresenceClient
 from meshkit.mesh._table import MeshRouter, Peer, RoutingTable
 from meshkit.mesh._topics import DEFAULT_MAX_GROUPS, MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._transport import EventTransport
+from meshkit.mesh._watchdog import ConnectorWatchdog
 
 log = logging.getLogger("meshkit.mesh")
 
@@ -63,6 +64,12 @@ class MeshNode:
             headers=MeshKeys(config).headers(),
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self.watchdog = ConnectorWatchdog(
+            f"The {connector.name} connector ({connector.href})",
+            self._probe,
+            interval=config.get_float("connector.watchdog.interval", 5.0),
+            give_up_after=config.get_float("connector.watchdog.exit.after", 30.0),
+        )
 
     async def start(self) -> None:
         await self.connector.start()
@@ -73,8 +80,10 @@ class MeshNode:
         if not self.platform.has_local(HEALTH_ROUTE):
             self.platform.register(HEALTH_ROUTE, self._health, private=True)
         await self.presence.start(self.platform.config.get_float("presence.wait", 10.0))
+        self.watchdog.start()
 
     async def stop(self) -> None:
+        await self.watchdog.stop()
         await self.presence.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
@@ -162,6 +171,13 @@ class MeshNode:
         )
 
     # -- cloud.connector.health ----------------------------------------------------------------------------
+    async def _probe(self) -> None:
+        # a loopback through our own partition once we have one: it fails when the broker lost the topic
+        if self.transport.topic is not None:
+            await self.transport.loopback()
+        else:
+            await self.connector.list_topics()
+
     async def _health(self, headers: dict[str, str], body: Any, instance: int) -> Any:
         if headers.get("type") == "info":
             return {"service": self.connector.name, "href": self.connector.href, "topics": "on-demand"}
