@@ -24,10 +24,11 @@ WATCHDOG = {"connector.watchdog.interval": "0.5", "connector.watchdog.exit.after
 def _mesh(stack: ExitStack, bootstrap: str, monitor_port: int) -> tuple[UvicornProcess, ...]:
     common = {"bootstrap.servers": bootstrap, **WATCHDOG}
     app = {**common, "cloud.connector": "kafka", "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence"}
-    monitor = stack.enter_context(UvicornProcess("presence_server.main:app", port=monitor_port, properties=common))
-    lambda_app = stack.enter_context(UvicornProcess("example_services.lambda_example.main:app", properties=app))
-    rest_app = stack.enter_context(UvicornProcess("example_services.rest_example.main:app", properties=app))
-    return monitor, lambda_app, rest_app
+    return (
+        stack.enter_context(UvicornProcess("presence_server.main:app", port=monitor_port, properties=common)),
+        stack.enter_context(UvicornProcess("example_services.lambda_example.main:app", properties=app)),
+        stack.enter_context(UvicornProcess("example_services.rest_example.main:app", properties=app)),
+    )
 
 
 def _until(condition: object, timeout: float, what: str) -> None:
