@@ -103,7 +103,9 @@ class PresenceMonitor:
         await self.connector.close()
 
     async def _publish(self, message: dict[str, Any], partition: int = 0) -> None:
-        await self.connector.publish(MONITOR_TOPIC, partition, control_record(EVERYONE, message))
+        await self.connector.publish(
+            MONITOR_TOPIC, partition, control_record(EVERYONE, self.keys.sign(message))
+        )
 
     # -- the websocket -------------------------------------------------------------------------------------
     async def serve(self, websocket: WebSocket, origin: str) -> None:
@@ -248,6 +250,8 @@ class PresenceMonitor:
             message = frame.get("payload")
             if frame["type"] != "control" or not isinstance(message, dict):
                 raise FrameError("not a control message")
+            if not self.keys.verify(message):
+                raise FrameError(f"a {message.get('type')!r} message without a valid signature")
             self._apply(message)
         except (FrameError, KeyError, TypeError, ValueError) as exc:
             log.warning("Skipped a bad record on %s partition 0: %s", MONITOR_TOPIC, exc)

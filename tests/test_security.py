@@ -119,3 +119,39 @@ async def test_the_presence_monitor_admits_only_apps_with_a_key() -> None:
             await ws.send(json.dumps(hello))
             ready = json.loads(await ws.recv())
             assert ready["type"] == "ready" and ready["topic"] == "multiplex.0001-000"
+
+
+def test_control_messages_are_signed_and_verified_with_any_current_key() -> None:
+    sender = MeshKeys(AppConfig.load(argv=[], environ={}, overrides={"mesh.api.key": "old-key-91bc"}))
+    receiver = MeshKeys(AppConfig.load(argv=[], environ={}, overrides={"mesh.api.key": KEYS}))
+    outsider = MeshKeys(AppConfig.load(argv=[], environ={}, overrides={"mesh.api.key": "stolen-laptop"}))
+    leave = {"type": "leave", "origin": ORIGIN}
+    assert receiver.verify(sender.sign(leave))
+    assert not receiver.verify(leave)  # unsigned
+    assert not receiver.verify(outsider.sign(leave))
+    assert not receiver.verify({**sender.sign(leave), "origin": "20261125" + "cd" * 16})  # tampered
+
+
+async def test_a_mesh_node_ignores_unsigned_control_messages(caplog: pytest.LogCaptureFixture) -> None:
+    from meshkit.connectors.memory import MemoryBroker, MemoryConnector
+    from meshkit.mesh import MeshNode
+
+    config = AppConfig.load(argv=[], environ={}, overrides={"mesh.api.key": KEYS})
+    platform = Platform(config, name="guarded", functions=[])
+    node = MeshNode(platform, MemoryConnector(MemoryBroker()))
+    join = {
+        "type": "join",
+        "origin": ORIGIN,
+        "name": "intruder",
+        "version": "1",
+        "personality": "APP",
+        "topic": "multiplex.0001-005",
+        "routes": ["hello.pojo"],
+    }
+    node._on_control(join)
+    assert node.table.origins("hello.pojo") == []
+    assert "missing or bad signature" in caplog.text
+    node._on_control(MeshKeys(config).sign(join) | {"type": "peer"})  # a peer answer signed with a key
+    assert node.table.origins("hello.pojo") == []  # the signature covered "join": changing it breaks it
+    node._on_control(MeshKeys(config).sign({**join, "type": "peer"}))
+    assert node.table.origins("hello.pojo") == [ORIGIN]

@@ -44,6 +44,7 @@ class MeshNode:
         self.platform = platform
         self.connector = connector
         self.layout, self.group, self.groups = mesh_settings(config)
+        self.keys = MeshKeys(config)
         self.table = RoutingTable()
         self.transport = EventTransport(
             platform,
@@ -61,7 +62,7 @@ class MeshNode:
             group=self.group,
             keepalive=config.get_float("presence.keepalive", 2.0),
             on_ready=self._on_ready,
-            headers=MeshKeys(config).headers(),
+            headers=self.keys.headers(),
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self.watchdog = ConnectorWatchdog(
@@ -111,7 +112,7 @@ class MeshNode:
         }
 
     async def _publish_group(self, message: dict[str, Any]) -> None:
-        await self.transport.publish_control(MONITOR_TOPIC, self.group, EVERYONE, message)
+        await self.transport.publish_control(MONITOR_TOPIC, self.group, EVERYONE, self.keys.sign(message))
 
     def _background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -133,6 +134,9 @@ class MeshNode:
     def _on_control(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         origin = message.get("origin")
+        if not self.keys.verify(message):
+            log.warning("Refused a %s control message for %s: missing or bad signature", kind, origin)
+            return
         if not isinstance(origin, str) or origin == self.platform.origin:
             return
         if kind in ("join", "peer"):
@@ -141,7 +145,9 @@ class MeshNode:
             if kind == "join" and self.transport.topic is not None:
                 me = {"type": "peer", **self._me(), "routes": self.platform.public_routes()}
                 self._background(
-                    self.transport.publish_control(peer.topic.topic, peer.topic.partition, peer.origin, me)
+                    self.transport.publish_control(
+                        peer.topic.topic, peer.topic.partition, peer.origin, self.keys.sign(me)
+                    )
                 )
         elif kind == "leave":
             self.table.leave(origin)
