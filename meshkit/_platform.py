@@ -78,6 +78,7 @@ class Platform:
         self._pools: dict[str, FunctionPool] = {}
         self._pending: dict[str, asyncio.Future[EventEnvelope]] = {}
         self._deadlines: dict[str, tuple[float, str | None, float]] = {}
+        self._targets: dict[str, str] = {}  # pending request -> the remote origin it went to
         self._sweep_at: float | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -281,10 +282,23 @@ class Platform:
         finally:
             self._pending.pop(cid, None)
             self._deadlines.pop(cid, None)
+            self._targets.pop(cid, None)
             event.cid = caller_cid
         reply.round_trip = (time.perf_counter() - started) * 1000
         reply.cid = caller_cid
         return reply
+
+    def note_target(self, event: EventEnvelope, origin: str) -> None:
+        """Remember where a pending request of ours went, so it can fail at once if that app leaves."""
+        if event.cid is not None and event.reply_to == self.inbox:
+            self._targets[event.cid] = origin
+
+    def fail_requests_to(self, origin: str, message: str) -> int:
+        """Answer every pending request sent to `origin` with a 503 now, rather than at its timeout."""
+        doomed = [cid for cid, target in self._targets.items() if target == origin]
+        for cid in doomed:
+            self.resolve_reply(EventEnvelope(self.inbox, message, status=503, cid=cid))
+        return len(doomed)
 
     # One timer for every pending request, not one each: cheaper than call_later + cancel per request.
     def _schedule_sweep(self, when: float) -> None:

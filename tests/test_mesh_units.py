@@ -207,3 +207,37 @@ def test_a_new_monitor_merges_a_snapshot_without_overwriting() -> None:
     new.claim({"topic": 1, "origin": "b", "monitor": "m2", "info": INFO})
     new.merge(old.snapshot())
     assert new.holders == {0: "a", 1: "b"}
+
+
+async def test_requests_to_a_peer_that_leaves_fail_at_once() -> None:
+    from meshkit import AppConfig, EventEnvelope, Platform
+
+    platform = Platform(AppConfig.load(argv=[], environ={}), name="caller", functions=[])
+    await platform.start()
+    try:
+        sent: list[str] = []
+
+        class Router:
+            def pick(self, route: str) -> str | None:
+                return "o-remote"
+
+            def origins(self, route: str) -> list[str]:
+                return ["o-remote"]
+
+            def send(self, origin: str, event: EventEnvelope) -> None:
+                sent.append(origin)
+                platform.note_target(event, origin)
+
+        platform.remote = Router()
+        import asyncio
+
+        pending = asyncio.create_task(platform.call(EventEnvelope("far.away", 1), timeout=30))
+        await asyncio.sleep(0)
+        assert sent == ["o-remote"]
+        assert platform.fail_requests_to("o-elsewhere", "not this one") == 0
+        assert platform.fail_requests_to("o-remote", "Peer o-remote left before replying") == 1
+        reply = await asyncio.wait_for(pending, 1)
+        assert (reply.status, reply.body) == (503, "Peer o-remote left before replying")
+        assert platform.fail_requests_to("o-remote", "again") == 0  # nothing left behind
+    finally:
+        await platform.stop()

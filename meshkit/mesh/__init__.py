@@ -51,10 +51,10 @@ def make_connector(config: AppConfig, kind: str | None = None) -> Connector:
         return KafkaConnector(kafka_settings(config))
     if kind == "hazelcast":
         try:
-            from meshkit.connectors.hazelcast import HazelcastConnector  # type: ignore[import-not-found]
+            from meshkit.connectors.hazelcast import HazelcastConnector, hazelcast_settings
         except ImportError as exc:
             raise ConfigError(f"cloud.connector=hazelcast is not available: {exc}") from exc
-        return HazelcastConnector(config)  # type: ignore[no-any-return]
+        return HazelcastConnector(hazelcast_settings(config))
     if kind == "none":
         from meshkit.connectors.memory import MemoryConnector
 

@@ -150,8 +150,12 @@ class MeshNode:
                     )
                 )
         elif kind == "leave":
-            self.table.leave(origin)
+            gone = self.table.leave(origin)
             self.transport.return_addresses.pop(origin, None)
+            name = f"{gone.name} {gone.version}" if gone else "an app that left"
+            failed = self.platform.fail_requests_to(origin, f"Peer {origin} ({name}) left before replying")
+            if failed:
+                log.warning("%d request%s to %s failed: it left", failed, "" if failed == 1 else "s", origin)
         elif kind == "routes":
             self.table.update(
                 origin, add=set(_routes(message.get("add"))), remove=set(_routes(message.get("remove")))

@@ -113,6 +113,7 @@ class MeshRouter:
     def __init__(self, table: RoutingTable, transport: Any) -> None:
         self.table = table
         self.transport = transport
+        self.platform = transport.platform
 
     def pick(self, route: str) -> str | None:
         return self.table.pick(route)
@@ -126,6 +127,7 @@ class MeshRouter:
         if topic is None:
             raise AppError(404, f"Origin {origin} is not reachable")
         self.transport.send_event(topic, origin, event)
+        self.platform.note_target(event, origin)
 
     def describe(self) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
         return self.table.describe()

@@ -13,6 +13,7 @@ from meshkit._codec import CodecError, decode, encode, envelope_from_map
 from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError
 from meshkit._platform import Platform
+from meshkit._tracing import stamp
 from meshkit.connectors import Connector, ConnectorError, Subscription
 from meshkit.mesh._frames import (
     EVERYONE,
@@ -87,6 +88,8 @@ class EventTransport:
     # -- sending -------------------------------------------------------------------------------------------
     def send_event(self, topic: VirtualTopic, origin: str, event: EventEnvelope) -> None:
         """Encode now (errors surface to the caller), publish in the background."""
+        if event.trace_id is not None:
+            stamp(event)  # the sending function's span and route ride along
         reply = self._return_address()
         try:
             records = [event_record(origin, event, reply)]
