@@ -1,0 +1,53 @@
+"""Two small apps for tests/test_mesh_faults.py: a callee with a slow function, and a caller that reaches it.
+
+``callee`` serves ``mesh.slow`` (public): it prints ``mesh.slow started <mark>`` to its log at once, then
+answers after ``seconds`` (header, default 30). ``caller`` serves nothing itself; its ``GET /call/{route}``
+sends one request through the mesh with ``PostOffice.request(route, timeout=...)`` and reports the outcome
+as JSON: ``{status, body | error, elapsed}`` (408 for a timeout, the AppError's status for a bus error).
+
+    meshkit run tests.apps.mesh_echo:callee --port P -Dcloud.connector=kafka ...
+    meshkit run tests.apps.mesh_echo:caller --port Q -Dcloud.connector=kafka ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from meshkit import AppError, FunctionRegistry, PostOffice, create_app, current_platform
+
+callee_functions = FunctionRegistry()
+
+
+@callee_functions.route("mesh.slow", instances=4)
+async def slow(headers: dict[str, str], body: Any) -> dict[str, Any]:
+    print(f"mesh.slow started {headers.get('mark', '-')}", flush=True)
+    await asyncio.sleep(float(headers.get("seconds", "30")))
+    return {"origin": current_platform().origin, "mark": headers.get("mark")}
+
+
+callee = create_app(name="mesh-callee", config_dir=Path(__file__).parent, functions=callee_functions)
+
+caller = create_app(
+    name="mesh-caller", personality="WEB", config_dir=Path(__file__).parent, functions=FunctionRegistry()
+)
+
+
+@caller.get("/call/{route}")
+async def call(route: str, timeout: float = 5.0, seconds: float = 0.0, mark: str = "-") -> dict[str, Any]:
+    """One request through the mesh; never raises, so the test sees how (and how fast) it ended."""
+    started = time.monotonic()
+    outcome: dict[str, Any]
+    try:
+        reply = await PostOffice().request(
+            route, headers={"seconds": str(seconds), "mark": mark}, timeout=timeout
+        )
+        outcome = {"status": reply.status, "body": reply.body}
+    except AppError as exc:
+        outcome = {"status": exc.status, "error": exc.message}
+    except TimeoutError as exc:
+        outcome = {"status": 408, "error": str(exc)}
+    outcome["elapsed"] = time.monotonic() - started
+    return outcome
