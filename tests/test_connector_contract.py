@@ -36,11 +36,34 @@ def _kafka_cluster(request: pytest.FixtureRequest) -> ClusterFactory:
     return lambda: KafkaConnector({"bootstrap.servers": broker.bootstrap})
 
 
+# A real Hazelcast member, when one is given: members cannot be installed here (no JVM server).
+HAZELCAST_MEMBERS = os.environ.get("HAZELCAST_MEMBERS", "")
+NO_HAZELCAST = (
+    "no Hazelcast member: set HAZELCAST_MEMBERS=host:port "
+    "(e.g. docker run -p 5701:5701 hazelcast/hazelcast) to run these"
+)
+HAZELCAST_MARKS = [pytest.mark.hazelcast, pytest.mark.skipif(not HAZELCAST_MEMBERS, reason=NO_HAZELCAST)]
+
+
+def _hazelcast_cluster(request: pytest.FixtureRequest) -> ClusterFactory:
+    from meshkit.connectors.hazelcast import HazelcastConnector
+
+    settings = {
+        "cluster_members": HAZELCAST_MEMBERS,
+        "cluster_name": os.environ.get("HAZELCAST_CLUSTER_NAME", "dev"),
+    }
+    return lambda: HazelcastConnector(settings)
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], ClusterFactory]] = {
     "none": _memory_cluster,
     "kafka": _kafka_cluster,
+    "hazelcast": _hazelcast_cluster,
 }
-BACKEND_MARKS: dict[str, list[pytest.MarkDecorator]] = {"kafka": [pytest.mark.kafka]}
+BACKEND_MARKS: dict[str, list[pytest.MarkDecorator]] = {
+    "kafka": [pytest.mark.kafka],
+    "hazelcast": HAZELCAST_MARKS,
+}
 
 # How long to wait before concluding that a record will not arrive.
 SETTLE = 0.3
