@@ -54,9 +54,9 @@ class PresenceMonitor:
         self.heartbeat = config.get_float("monitor.heartbeat", 1.0)
         self.monitor_timeout = config.get_float("monitor.timeout", 3.0)
         self.keepalive_timeout = config.get_float("presence.timeout", 8.0)
-        self.orphan_grace = config.get_float("monitor.orphan.grace", 5.0)
+        self.orphan_grace = config.get_float("monitor.orphan.grace", 10.0)
         self.keys = MeshKeys(config)
-        self.state = MeshState()
+        self.state = MeshState(layout.max_virtual_topics)
         self.sessions: dict[str, Session] = {}
         self._claims: dict[tuple[int, str], asyncio.Future[bool]] = {}
         self._loopbacks: dict[str, asyncio.Future[None]] = {}
@@ -135,22 +135,31 @@ class PresenceMonitor:
         log.info(
             "Member %s joined (%s %s) from %s, %s", origin, hello["name"], hello["version"], client, name
         )
-        reason = "closed"
+        reason, leaving = "closed", True
         try:
             while True:
                 self._on_message(session, origin, await websocket.receive())
         except WebSocketDisconnect as exc:
             reason = f"closed ({exc.code})"
+            # 1001/1012: this monitor is going away, not the app: it moves to another monitor, keeping its
+            # topic; if it never reappears, the surviving monitors release it
+            leaving = exc.code not in (1001, 1012)
         except Exception as exc:  # a broken socket ends the session, never the monitor
             reason = f"failed ({type(exc).__name__})"
         finally:
             if self.sessions.get(origin) is session:
                 del self.sessions[origin]
                 connection = self.state.connections.get(origin)
-                if connection is not None and connection.monitor == self.id:
+                if leaving and connection is not None and connection.monitor == self.id:
                     with contextlib.suppress(ConnectorError):
                         await self._publish(
-                            {"type": "leave", "origin": origin, "monitor": self.id, "reason": reason}
+                            {
+                                "type": "leave",
+                                "origin": origin,
+                                "monitor": self.id,
+                                "owner": self.id,
+                                "reason": reason,
+                            }
                         )
 
     async def _hello(self, websocket: WebSocket, origin: str) -> dict[str, Any]:
@@ -172,6 +181,8 @@ class PresenceMonitor:
             raise Refused(f"closed user group {hello['group']} outside 1..{self.groups}")
         if any(len(str(hello[k])) > 200 for k in HELLO_FIELDS):
             raise Refused("hello field too long")
+        if _parse_iso(hello["created"]) is None:
+            raise Refused("hello field 'created' must be an ISO-8601 time")
         return hello
 
     async def _admit(self, origin: str, hello: dict[str, Any]) -> int:
@@ -261,11 +272,13 @@ class PresenceMonitor:
         if kind == "claim":
             self._claimed(self.state.claim(message), str(message["monitor"]))
         elif kind == "leave":
-            self._left(self.state.leave(str(message["origin"])), str(message.get("monitor")))
+            owner = message.get("owner")
+            left = self.state.leave(str(message["origin"]), str(owner) if owner is not None else None)
+            self._left(left, str(message.get("monitor")))
         elif kind == "monitor":
             self.state.heartbeat(message)
         elif kind == "bye":
-            self.state.monitor_gone(str(message["id"]))
+            self.state.monitor_gone(str(message["id"]), self.monitor_timeout)
         elif kind == "sync" and message.get("from") != self.id and self._synced.is_set():
             snapshot = {"type": "snapshot", "to": message.get("from"), "state": self.state.snapshot()}
             self._spawn(self._publish(snapshot))
@@ -338,11 +351,12 @@ class PresenceMonitor:
                         "type": "leave",
                         "origin": connection.origin,
                         "monitor": self.id,
+                        "owner": connection.monitor,
                         "reason": f"monitor {connection.monitor} gone",
                     }
                 )
         for monitor in self.state.dead_monitors(cutoff):
-            self.state.monitor_gone(monitor)
+            self.state.forget(monitor)
 
     # -- what the actuators show ---------------------------------------------------------------------------
     async def loopback(self, timeout: float = 5.0) -> float:
@@ -415,9 +429,10 @@ def _now() -> str:
 
 def _parse_iso(value: str) -> _dt.datetime | None:
     try:
-        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.UTC)  # naive: taken as UTC
 
 
 def _elapsed(seconds: float) -> str:

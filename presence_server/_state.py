@@ -47,25 +47,26 @@ def _now_iso() -> str:
 
 
 class MeshState:
-    def __init__(self) -> None:
+    def __init__(self, max_topics: int = 288) -> None:
+        self.max_topics = max_topics
         self.connections: dict[str, Connection] = {}
         self.holders: dict[int, str] = {}
         self.monitors: dict[str, tuple[float, str]] = {}  # id -> (monotonic last seen, ISO time)
 
     # -- applying log messages -----------------------------------------------------------------------------
     def claim(self, message: dict[str, Any]) -> ClaimResult:
+        """Apply a claim; a malformed one raises ValueError/KeyError/TypeError and changes nothing."""
         origin, topic, monitor = str(message["origin"]), int(message["topic"]), str(message["monitor"])
+        if not 0 <= topic < self.max_topics:
+            raise ValueError(f"claim for virtual topic {topic} outside 0..{self.max_topics - 1}")
         holder = self.holders.get(topic)
         if holder is not None and holder != origin:
             return ClaimResult(origin, topic, won=False)
         info = message["info"]
+        if not isinstance(info, dict):
+            raise TypeError("claim info must be a map")
         previous = self.connections.get(origin)
-        released = None
-        if previous is not None and previous.topic != topic and self.holders.get(previous.topic) == origin:
-            del self.holders[previous.topic]
-            released = previous.topic
-        self.holders[topic] = origin
-        self.connections[origin] = Connection(
+        connection = Connection(
             origin=origin,
             name=str(info["name"]),
             version=str(info["version"]),
@@ -77,11 +78,22 @@ class MeshState:
             updated=_now_iso(),
             seq=previous.seq if previous else 0,
         )
+        released = None  # only now that the claim is well formed does anything change
+        if previous is not None and previous.topic != topic and self.holders.get(previous.topic) == origin:
+            del self.holders[previous.topic]
+            released = previous.topic
+        self.holders[topic] = origin
+        self.connections[origin] = connection
         return ClaimResult(origin, topic, won=True, released=released)
 
-    def leave(self, origin: str) -> Connection | None:
-        connection = self.connections.pop(origin, None)
-        if connection is not None and self.holders.get(connection.topic) == origin:
+    def leave(self, origin: str, owner: str | None = None) -> Connection | None:
+        """Remove an app. `owner` is the monitor it belonged to when the leave was decided: if the app has
+        moved to another monitor since (a later claim in the log), the leave is stale and changes nothing."""
+        connection = self.connections.get(origin)
+        if connection is None or (owner is not None and connection.monitor != owner):
+            return None
+        del self.connections[origin]
+        if self.holders.get(connection.topic) == origin:
             del self.holders[connection.topic]
         return connection
 
@@ -95,7 +107,13 @@ class MeshState:
                 if connection is not None and connection.monitor == monitor:
                     connection.seq, connection.updated = int(seq), str(updated)
 
-    def monitor_gone(self, monitor: str) -> None:
+    def monitor_gone(self, monitor: str, timeout: float) -> None:
+        """A monitor said goodbye: dead from now on, but its apps get the usual grace to move elsewhere."""
+        seen = self.monitors.get(monitor)
+        if seen is not None:
+            self.monitors[monitor] = (min(seen[0], time.monotonic() - timeout - 0.001), seen[1])
+
+    def forget(self, monitor: str) -> None:
         self.monitors.pop(monitor, None)
 
     def merge(self, snapshot: dict[str, Any]) -> None:

@@ -241,3 +241,23 @@ async def test_requests_to_a_peer_that_leaves_fail_at_once() -> None:
         assert platform.fail_requests_to("o-remote", "again") == 0  # nothing left behind
     finally:
         await platform.stop()
+
+
+def test_a_stale_leave_from_a_monitor_the_app_has_moved_away_from_changes_nothing() -> None:
+    state = MeshState()
+    state.claim({"topic": 2, "origin": "a", "monitor": "m1", "info": INFO})
+    state.claim({"topic": 2, "origin": "a", "monitor": "m2", "info": INFO})  # the app moved to m2
+    assert state.leave("a", owner="m1") is None  # m1 woke up and saw its old socket close
+    assert state.holders == {2: "a"} and state.connections["a"].monitor == "m2"
+    assert state.leave("a", owner="m2") is not None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"topic": 288}, {"topic": -1}, {"info": "not a map"}, {"info": {"name": "x"}}, {"topic": "zero"}],
+)
+def test_a_malformed_claim_changes_nothing(bad: dict[str, object]) -> None:
+    state = MeshState()
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        state.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO} | bad)
+    assert state.holders == {} and state.connections == {}

@@ -95,8 +95,14 @@ class PresenceClient:
 
     async def _session(self, url: str) -> None:
         target = f"{url}/{self.platform.origin}"
+        # pings find a monitor that hangs (its socket open, nothing answering): the app then moves on
         async with connect(
-            target, additional_headers=self.headers, open_timeout=5, ping_interval=None, max_size=1 << 20
+            target,
+            additional_headers=self.headers,
+            open_timeout=5,
+            ping_interval=self.keepalive,
+            ping_timeout=2 * self.keepalive,
+            max_size=1 << 20,
         ) as ws:
             self._ws = ws
             await ws.send(json.dumps(self._hello()))
