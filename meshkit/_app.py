@@ -16,8 +16,10 @@ from meshkit._config import AppConfig, ConfigError
 from meshkit._functions import FunctionSpec, default_registry
 from meshkit._health import HealthMonitor
 from meshkit._http_server import event_router
-from meshkit._logging import setup_logging
+from meshkit._logging import set_log_origin, setup_logging
+from meshkit._metrics import install_metrics
 from meshkit._platform import Platform
+from meshkit._tracing import install_tracing
 
 log = logging.getLogger("meshkit.app")
 
@@ -96,10 +98,13 @@ def install(
         personality=personality,
         functions=functions,
     )
+    set_log_origin(platform.origin)
     health = HealthMonitor(platform)
     app.state.platform = platform
     app.include_router(actuator_router(platform, health, additional_info))
     app.include_router(event_router(platform))
+    install_metrics(app, platform)  # GET /metrics
+    install_tracing(app, platform)  # X-Trace-Id / traceparent at the HTTP edge
     user_lifespan = app.router.lifespan_context
 
     @asynccontextmanager

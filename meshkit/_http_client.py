@@ -12,6 +12,7 @@ from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError
 from meshkit._platform import Platform
 from meshkit._security import MeshKeys
+from meshkit._tracing import trace_headers
 
 _sessions: weakref.WeakKeyDictionary[Platform, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
 
@@ -42,6 +43,7 @@ async def request_over_http(
         event.sender = platform.name
     headers = {"content-type": "application/octet-stream", "x-ttl": str(max(1000, int(timeout * 1000)))}
     headers.update(MeshKeys(platform.config).headers())
+    headers.update(trace_headers(event))  # X-Trace-Id, traceparent; the envelope carries the trace too
     try:
         async with asyncio.timeout(timeout):
             async with _session(platform).post(endpoint, data=encode(event), headers=headers) as response:

@@ -7,10 +7,12 @@ import logging
 from fastapi import APIRouter, Request, Response
 
 from meshkit._codec import CodecError, decode, encode, utc_now_iso
+from meshkit._context import current_event
 from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError
 from meshkit._platform import Platform
 from meshkit._security import KEY_HEADER, MeshKeys
+from meshkit._tracing import trace_response_header
 
 log = logging.getLogger("meshkit.http")
 
@@ -49,20 +51,23 @@ def event_router(platform: Platform) -> APIRouter:
         except ValueError:
             return _refuse(400, f"Invalid x-ttl header {ttl_header!r}: milliseconds expected", client)
         event.reply_to = None
+        edge = current_event.get()  # an X-Trace-Id / traceparent on the POST traces an untraced event
+        if event.trace_id is None and edge is not None and edge.trace_id is not None:
+            event.trace_id, event.trace_path = edge.trace_id, edge.trace_path
         try:
             if request.headers.get("x-async", "").lower() == "true":
                 platform.dispatch(event, external=True)
                 ack = EventEnvelope(
                     body={"type": "async", "delivered": True, "time": utc_now_iso()}, sender=platform.name
                 )
-                return _answer(202, ack)
+                return trace_response_header(_answer(202, ack), event.trace_id)
             reply = await platform.call(event, ttl_ms / 1000, external=True)
         except AppError as exc:
             return _refuse(exc.status, exc.message, client)
         except TimeoutError as exc:
             return _refuse(408, str(exc), client)
         reply.to = None
-        return _answer(200, reply)
+        return trace_response_header(_answer(200, reply), event.trace_id)
 
     return router
 

@@ -23,6 +23,9 @@ from meshkit._codec import to_plain
 from meshkit._context import EventContext, current_event
 from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError, FunctionSpec
+from meshkit._logging import wants_route_in_logs
+from meshkit._metrics import RouteStats
+from meshkit._tracing import Span, stamp, tracer_for
 
 if TYPE_CHECKING:
     from meshkit._platform import Platform
@@ -65,15 +68,18 @@ class FunctionPool:
 
     __slots__ = (
         "_backlog",
+        "_context",
         "_executor",
         "_free",
         "_platform",
         "_tasks",
+        "_tracer",
         "busy",
         "handled",
         "max_queue",
         "refused",
         "spec",
+        "stats",
     )
 
     def __init__(self, spec: FunctionSpec, platform: Platform) -> None:
@@ -83,9 +89,13 @@ class FunctionPool:
         self.refused = 0
         self.max_queue = spec.max_queue if spec.max_queue is not None else platform.max_queue
         self._platform = platform
-        self._backlog: deque[EventEnvelope] = deque()
+        self._backlog: deque[tuple[EventEnvelope, float]] = deque()  # with the time of arrival
         self._free = list(range(spec.instances, 0, -1))  # instance numbers not in use
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tracer = tracer_for(platform)
+        self.stats = RouteStats()  # executions, errors, run time: read by /metrics
+        # JSON logs name the running route: then even an untraced inline run sets the context (prebuilt)
+        self._context = EventContext(spec.route, None, None) if wants_route_in_logs(platform.config) else None
         # a plain `def` handler gets threads of its own, as many as its instances, so it never blocks the loop
         self._executor = (
             None
@@ -113,6 +123,8 @@ class FunctionPool:
         `eager` runs an async handler's first step right here (events from the network, which arrive in a
         loop callback, not inside another handler); one that finishes in it answers with no task at all.
         """
+        if event.trace_id is not None:
+            stamp(event)  # the sender's span and route, while its context is the current one
         if self.busy < self.spec.instances:
             if eager and self.spec.is_async:
                 reply = self.try_inline(event)
@@ -121,7 +133,7 @@ class FunctionPool:
             else:
                 self._spawn(self._run(event, self._acquire()))
         elif len(self._backlog) < self.max_queue:
-            self._backlog.append(event)
+            self._backlog.append((event, time.perf_counter()))
         else:
             self.refused += 1
             raise AppError(503, f"Route {self.spec.route} is busy: {len(self._backlog)} events waiting")
@@ -135,16 +147,17 @@ class FunctionPool:
         self.busy -= 1
         self.handled += 1
         if self._backlog:
-            self._spawn(self._run(self._backlog.popleft(), self._acquire()))
+            event, arrived = self._backlog.popleft()
+            self._spawn(self._run(event, self._acquire(), arrived))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, event: EventEnvelope, instance: int) -> None:
+    async def _run(self, event: EventEnvelope, instance: int, arrived: float | None = None) -> None:
         try:
-            reply = await self._execute(event, instance)
+            reply = await self._execute(event, instance, arrived)
             if reply is not None:
                 self._platform.deliver_reply(reply)
         except Exception:  # a bug in reply delivery must not lose the instance
@@ -157,41 +170,51 @@ class FunctionPool:
         otherwise a task finishes the handler and delivers the reply to `event.reply_to` as usual."""
         instance = self._acquire()
         started = time.perf_counter()
-        token = (
-            current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
-            if event.trace_id is not None
-            else None
-        )
+        span: Span | None = None
+        token: contextvars.Token[EventContext | None] | None = None
+        if event.trace_id is not None:
+            span = self._tracer.begin(self.spec.route, event, started)
+            token = current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
+        elif self._context is not None:
+            token = current_event.set(self._context)
         try:
             try:
                 coro = self._invoke_async(event, instance)
                 first = coro.send(None)
             except StopIteration as stop:
-                reply = self._reply(event, started, 200, stop.value, None)
+                reply = self._reply(event, started, 200, stop.value, None, span)
             except Exception as exc:
-                reply = self._reply(event, started, *self._failure(event, exc))
+                reply = self._reply(event, started, *self._failure(event, exc), span)
             except BaseException:
                 self._release(instance)
                 raise
             else:
-                self._spawn(self._finish(event, instance, coro, first, started))
+                self._spawn(self._finish(event, instance, coro, first, started, span))
                 return None
         finally:
             if token is not None:
                 current_event.reset(token)
+                if span is not None:
+                    span.detach()
         self._release(instance)
         return reply
 
     async def _finish(
-        self, event: EventEnvelope, instance: int, coro: Coroutine[Any, Any, Any], first: Any, started: float
+        self,
+        event: EventEnvelope,
+        instance: int,
+        coro: Coroutine[Any, Any, Any],
+        first: Any,
+        started: float,
+        span: Span | None,
     ) -> None:
         try:
             try:
                 result = await _Resume(coro, first)
             except Exception as exc:
-                reply = self._reply(event, started, *self._failure(event, exc))
+                reply = self._reply(event, started, *self._failure(event, exc), span)
             else:
-                reply = self._reply(event, started, 200, result, None)
+                reply = self._reply(event, started, 200, result, None, span)
             if reply is not None:
                 self._platform.deliver_reply(reply)
         finally:
@@ -216,9 +239,14 @@ class FunctionPool:
     def _invoke_async(self, event: EventEnvelope, instance: int) -> Coroutine[Any, Any, Any]:
         return self.spec.handler(*self._arguments(event, instance))  # type: ignore[no-any-return]
 
-    async def _execute(self, event: EventEnvelope, instance: int) -> EventEnvelope | None:
+    async def _execute(
+        self, event: EventEnvelope, instance: int, arrived: float | None = None
+    ) -> EventEnvelope | None:
         started = time.perf_counter()
         token = current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
+        span: Span | None = None
+        if event.trace_id is not None:
+            span = self._tracer.begin(self.spec.route, event, arrived or started)
         try:
             if self.spec.is_async:
                 result = await self._invoke_async(event, instance)
@@ -228,10 +256,12 @@ class FunctionPool:
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self._executor, context.run, self.spec.handler, *args)
         except Exception as exc:
-            return self._reply(event, started, *self._failure(event, exc))
+            return self._reply(event, started, *self._failure(event, exc), span)
         finally:
             current_event.reset(token)
-        return self._reply(event, started, 200, result, None)
+            if span is not None:
+                span.detach()
+        return self._reply(event, started, 200, result, None, span)
 
     def _failure(self, event: EventEnvelope, exc: BaseException) -> tuple[int, Any, str]:
         if isinstance(exc, AppError):
@@ -244,7 +274,13 @@ class FunctionPool:
         return 500, str(exc) or type(exc).__name__, type(exc).__name__
 
     def _reply(
-        self, event: EventEnvelope, started: float, status: int, result: Any, exception: str | None
+        self,
+        event: EventEnvelope,
+        started: float,
+        status: int,
+        result: Any,
+        exception: str | None,
+        span: Span | None = None,
     ) -> EventEnvelope | None:
         headers = None
         if type(result) is EventEnvelope:
@@ -254,6 +290,10 @@ class FunctionPool:
                 result = to_plain(result)
             except ValueError as exc:
                 status, result, exception = 500, f"Unable to serialize the result: {exc}", "CodecError"
+        elapsed = time.perf_counter() - started
+        self.stats.observe(elapsed, status)
+        if span is not None:
+            span.end(status, elapsed, result)
         if event.reply_to is None:
             if status >= 400:
                 log.warning(
@@ -271,7 +311,7 @@ class FunctionPool:
             status=status,
             sender=self.spec.route,
             cid=event.cid,
-            exec_time=(time.perf_counter() - started) * 1000,
+            exec_time=elapsed * 1000,
             exception=exception,
         )
         if event.trace_id is not None:

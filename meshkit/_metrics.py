@@ -1,0 +1,169 @@
+"""`GET /metrics`: Prometheus text format, from counters the platform keeps anyway, read at scrape time.
+
+The event bus never calls prometheus-client: each function's pool keeps a :class:`RouteStats` (a few list and
+dict increments per execution) and a collector turns those, the pools' queue depth and busy instances and the
+connector's counters into metric families when Prometheus scrapes. Each app has a registry of its own
+(``app.state.metrics_registry``), so two apps in one process never clash.
+
+Metrics: ``meshkit_requests_total{route}``, ``meshkit_errors_total{route,status}``,
+``meshkit_request_seconds{route}`` (histogram of execution time), ``meshkit_queue_depth{route}``,
+``meshkit_busy_workers{route}``, ``meshkit_instances{route}``, ``meshkit_refused_total{route}``,
+``meshkit_connector_records_total{direction="sent|received|skipped"}``, ``meshkit_connector_pending_sends``
+(records handed to the connector and not yet acknowledged), plus the process and GC collectors.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from meshkit._platform import Platform
+
+#: upper bounds (seconds) of the execution-time histogram buckets; +Inf follows
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class RouteStats:
+    """One function's executions: a histogram of their run time and the error statuses. Event loop only."""
+
+    __slots__ = ("buckets", "errors", "seconds")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.seconds = 0.0
+        self.errors: dict[int, int] = {}
+
+    def observe(self, seconds: float, status: int) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds += seconds
+        if status >= 400:
+            self.errors[status] = self.errors.get(status, 0) + 1
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        result, total = [], 0
+        for bound, count in zip((*map(_le, LATENCY_BUCKETS), "+Inf"), self.buckets, strict=True):
+            total += count
+            result.append((bound, float(total)))
+        return result
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))  # what prometheus-client writes for these bounds: 0.005, 1.0, 10.0
+
+
+class MeshkitCollector(Collector):
+    """The platform's functions and connector, as metric families (built at every scrape)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collected on demand only: no describe-time call into a platform not started
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "meshkit_requests", "Executions of each function (events handled)", labels=["route"]
+        )
+        errors = CounterMetricFamily(
+            "meshkit_errors", "Executions that ended with an error status", labels=["route", "status"]
+        )
+        latency = HistogramMetricFamily(
+            "meshkit_request_seconds", "Execution time of each function in seconds", labels=["route"]
+        )
+        depth = GaugeMetricFamily("meshkit_queue_depth", "Events waiting for an instance", labels=["route"])
+        busy = GaugeMetricFamily("meshkit_busy_workers", "Instances running an event now", labels=["route"])
+        instances = GaugeMetricFamily("meshkit_instances", "Instances (concurrency bound)", labels=["route"])
+        refused = CounterMetricFamily(
+            "meshkit_refused", "Events refused with 503 because the queue was full", labels=["route"]
+        )
+        platform = self.platform
+        for spec in platform.functions():
+            pool = platform.pool(spec.route)
+            if pool is None:
+                continue
+            stats: RouteStats = pool.stats
+            route = [spec.route]
+            requests.add_metric(route, stats.count)
+            for status, count in sorted(stats.errors.items()):
+                errors.add_metric([spec.route, str(status)], count)
+            latency.add_metric(route, stats.cumulative(), stats.seconds)
+            depth.add_metric(route, pool.queue_depth)
+            busy.add_metric(route, pool.busy)
+            instances.add_metric(route, spec.instances)
+            refused.add_metric(route, pool.refused)
+        yield from (requests, errors, latency, depth, busy, instances, refused)
+        transport = getattr(platform.remote, "transport", None)
+        if transport is not None:
+            records = CounterMetricFamily(
+                "meshkit_connector_records", "Event records through the connector", labels=["direction"]
+            )
+            for direction in ("sent", "received", "skipped"):
+                records.add_metric([direction], getattr(transport, direction, 0))
+            yield records
+            pending = getattr(transport, "_sending", ())
+            yield GaugeMetricFamily(
+                "meshkit_connector_pending_sends",
+                "Records handed to the connector and not yet acknowledged by the broker",
+                value=len(pending),
+            )
+
+
+class _Gauge(Collector):
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        self.name, self.documentation, self.value = name, documentation, value
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self.name, self.documentation, value=self.value())
+
+
+def make_registry(platform: Platform) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MeshkitCollector(platform))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def install_metrics(app: FastAPI, platform: Platform) -> CollectorRegistry:
+    """A registry of the app's own (``app.state.metrics_registry``) and ``GET /metrics``."""
+    registry = make_registry(platform)
+    app.state.metrics_registry = registry
+    router = APIRouter(tags=["actuators"])
+
+    @router.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(router)
+    return registry
+
+
+def add_gauge(app: Any, name: str, documentation: str, value: Callable[[], float]) -> None:
+    """Export ``value()`` as the gauge `name` on the app's ``/metrics`` (read at every scrape)."""
+    registry: CollectorRegistry = app.state.metrics_registry
+    registry.register(_Gauge(name, documentation, value))
