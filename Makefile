@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck demo demo-up demo-down kafka bench clean
+.PHONY: venv browser test lint typecheck demo demo-up demo-down kafka bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint typecheck
+# Debian's chromium and chromedriver for tests/test_dashboard.py (the dashboard in a real headless browser);
+# elsewhere install both and point MESHKIT_CHROMIUM / MESHKIT_CHROMEDRIVER at them.
+CHROMIUM := $(or $(MESHKIT_CHROMIUM),/usr/bin/chromium)
+CHROMEDRIVER := $(or $(MESHKIT_CHROMEDRIVER),/usr/bin/chromedriver)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+browser:
+	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then \
+	  echo "browser: $(CHROMIUM) and $(CHROMEDRIVER) present, for tests/test_dashboard.py"; \
+	else \
+	  echo "browser: installing Debian's chromium and chromium-driver for tests/test_dashboard.py:"; \
+	  echo "  $(strip $(SUDO) apt-get update) && $(strip $(SUDO) apt-get install -y chromium chromium-driver)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null && \
+	  echo "browser: installed $$($(CHROMEDRIVER) --version)"; \
+	fi
+
+test: $(STAMP) browser lint typecheck
 	$(PY) -m pytest -q
 
 # the development broker (Tansu) on 127.0.0.1:9092, in the foreground until Ctrl-C

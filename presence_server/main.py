@@ -16,8 +16,10 @@ from fastapi import FastAPI, WebSocket
 
 from meshkit import AppError, FunctionRegistry
 from meshkit._app import install, load_config
+from meshkit._metrics import add_gauge
 from meshkit.mesh import HEALTH_ROUTE, make_connector, mesh_settings
 from presence_server._monitor import PresenceMonitor
+from presence_server.dashboard import Dashboard
 
 
 def create_monitor_app(
@@ -27,6 +29,7 @@ def create_monitor_app(
     layout, _, groups = mesh_settings(config)
     monitor: PresenceMonitor | None = None
     functions = FunctionRegistry()
+    dashboard = Dashboard()  # the page at /, its data at /api/mesh
 
     @functions.route(HEALTH_ROUTE, private=True)
     async def connector_health(headers: dict[str, str], body: Any, instance: int) -> Any:
@@ -46,9 +49,11 @@ def create_monitor_app(
         platform = app.state.platform
         monitor = PresenceMonitor(platform, make_connector(config), layout, groups)
         await monitor.start()
+        await dashboard.start(monitor)
         try:
             yield
         finally:
+            await dashboard.stop()
             await monitor.stop()
 
     app = FastAPI(title="presence-monitor", lifespan=lifespan)
@@ -60,6 +65,13 @@ def create_monitor_app(
         additional_info=additional_info,
         join_mesh=False,
     )
+    add_gauge(
+        app,
+        "meshkit_presence_connections",
+        "App instances in the mesh as this monitor sees them",
+        lambda: len(monitor.state.connections) if monitor is not None else 0,
+    )
+    app.include_router(dashboard.router)
 
     @app.websocket("/ws/presence/{origin}")
     async def presence(websocket: WebSocket, origin: str) -> None:
