@@ -65,9 +65,11 @@ async def _mesh() -> AsyncIterator[tuple[PostOffice, dict[str, str]]]:
     """A fresh broker, a monitor, one echo app, and a caller platform in this process."""
     with DevBroker() as broker:
         monitor_port = free_port()
+        # no watchdog exit: a benchmark measures; it must not end itself on a stalled development broker
         common = {
             "bootstrap.servers": broker.bootstrap,
             "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence",
+            "connector.watchdog.exit.after": "0",
         }
         with (
             _process("presence_server.main:app", monitor_port, common),

@@ -20,13 +20,14 @@ class PostOffice:
     Inside a function, the PostOffice carries the running event's trace id and path to the events it sends.
     """
 
-    __slots__ = ("_platform", "_trace_id", "_trace_path")
+    __slots__ = ("_platform", "_route", "_trace_id", "_trace_path")
 
     def __init__(
         self, platform: Platform | None = None, *, trace_id: str | None = None, trace_path: str | None = None
     ) -> None:
         self._platform = platform if platform is not None else current_platform()
         context = current_event.get()
+        self._route = context.route if context else None  # events sent from a function say so in `from`
         self._trace_id = trace_id if trace_id is not None else (context.trace_id if context else None)
         self._trace_path = trace_path if trace_path is not None else (context.trace_path if context else None)
 
@@ -43,6 +44,8 @@ class PostOffice:
                 event.headers.update(headers)
         else:
             event = EventEnvelope(to, body, dict(headers) if headers else None)
+        if event.sender is None:
+            event.sender = self._route
         if event.trace_id is None and self._trace_id is not None:
             event.trace_id = self._trace_id
             event.trace_path = self._trace_path

@@ -459,7 +459,9 @@ def test_the_trace_crosses_event_over_http_to_another_process_and_back() -> None
     }
     assert set(on_b) == {"chain.remote", "chain.leaf"}
     remote, leaf = on_b["chain.remote"], on_b["chain.leaf"]
-    assert remote["parent_span_id"] == local["span_id"] and remote["from"] == "traced-a"
+    assert (
+        remote["parent_span_id"] == local["span_id"] and remote["from"] == "chain.local"
+    )  # the calling function
     assert leaf["parent_span_id"] == remote["span_id"] and leaf["from"] == "chain.remote"
     assert remote["origin"] == leaf["origin"] == b_origin
     # a line logged by a function while it runs carries its route and trace
