@@ -16,6 +16,7 @@ from meshkit.connectors._base import ConnectorError
 log = logging.getLogger(__name__)
 
 _Outcome = tuple["asyncio.Future[None]", "str | None"]
+_Entry = tuple[str, int, bytes, "asyncio.Future[None]"]  # topic, partition, value, acknowledged
 
 # How long the poll thread sleeps when idle; bounds how long close() waits for it.
 _POLL_SECONDS = 0.1
@@ -49,7 +50,7 @@ class KafkaPublisher:
         # Filled only by the thread currently serving callbacks (the poll thread, then close()'s flush).
         self._outcomes: list[_Outcome] = []
         self._pending: set[asyncio.Future[None]] = set()
-        self._outbox: list[tuple[str, int, bytes, asyncio.Future[None]]] = []
+        self._outbox: list[_Entry] = []
         self._flush_scheduled = False
         self._extra_poll = extra_poll
         self._stop = threading.Event()
@@ -97,28 +98,56 @@ class KafkaPublisher:
         return fut
 
     def _flush(self) -> None:
-        # Everything published in one loop iteration is produced back to back, so librdkafka puts it in
-        # one request: one record per request costs the broker a batch each (Tansu slows as batches grow).
+        # What one loop iteration published goes to librdkafka in one call per partition (produce_batch),
+        # so it leaves in one request and is fetched in one go: the segments of a large event arrive together.
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, []
-        for index, (topic, partition, payload, fut) in enumerate(outbox):
-            if fut.done():
+        by_partition: dict[tuple[str, int], list[_Entry]] = {}
+        for entry in outbox:
+            if not entry[3].done():
+                by_partition.setdefault((entry[0], entry[1]), []).append(entry)
+        retry: list[_Entry] = []
+        for (topic, partition), entries in by_partition.items():
+            if retry:  # the queue is full: keep the rest, in order, for the retry
+                retry += entries
                 continue
-            try:
-                self._producer.produce(
-                    topic, payload, partition=partition, on_delivery=functools.partial(self._on_delivery, fut)
-                )
-            except BufferError:
-                # Local queue full: the poll thread drains it as the broker acknowledges; retry shortly.
-                self._outbox[:0] = outbox[index:]
-                self._flush_scheduled = True
-                self._loop.call_later(_QUEUE_FULL_BACKOFF, self._flush)
-                return
-            except KafkaException as e:
-                self._pending.discard(fut)
-                fut.set_exception(
-                    ConnectorError(f"publish to {topic}[{partition}] refused: {e.args[0].str()}")
-                )
+            retry = self._produce(topic, partition, entries)
+        if retry:
+            self._outbox[:0] = retry
+            self._flush_scheduled = True
+            self._loop.call_later(_QUEUE_FULL_BACKOFF, self._flush)
+
+    def _produce(self, topic: str, partition: int, entries: list[_Entry]) -> list[_Entry]:
+        """Queue the entries of one partition; returns those to retry because librdkafka's queue is full."""
+        # confluent-kafka 2.16 ignores a per-message "partition" in produce_batch: only the argument counts
+        messages = [
+            {"value": entry[2], "callback": functools.partial(self._on_delivery, entry[3])}
+            for entry in entries
+        ]
+        try:
+            self._producer.produce_batch(topic, messages, partition=partition)
+        except BufferError:
+            return entries
+        except KafkaException as e:
+            for entry in entries:
+                self._fail(entry, f"publish to {topic}[{entry[1]}] refused: {e.args[0].str()}")
+            return []
+        retry: list[_Entry] = []
+        for message, entry in zip(messages, entries, strict=True):
+            error = message.get("_error")
+            if error is None:
+                continue
+            if retry or getattr(error, "code", lambda: None)() == KafkaError._QUEUE_FULL:
+                retry.append(entry)  # after a full queue everything waits, so order holds
+            else:
+                self._fail(entry, f"publish to {topic}[{entry[1]}] refused: {error}")
+        return retry
+
+    def _fail(self, entry: _Entry, message: str) -> None:
+        fut = entry[3]
+        self._pending.discard(fut)
+        if not fut.done():
+            fut.set_exception(ConnectorError(message))
 
     async def close(self, flush_seconds: float = 5.0) -> None:
         if self._closed:
