@@ -23,6 +23,7 @@ from meshkit.connectors import Connector, ConnectorError, Subscription
 from meshkit.mesh import MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._frames import EVERYONE, FrameError, control_record, parse
 from meshkit.mesh._watchdog import ConnectorWatchdog
+from presence_server._info import mesh_summary, parse_iso
 from presence_server._state import ClaimResult, Connection, MeshState
 
 log = logging.getLogger("presence_server")
@@ -181,7 +182,7 @@ class PresenceMonitor:
             raise Refused(f"closed user group {hello['group']} outside 1..{self.groups}")
         if any(len(str(hello[k])) > 200 for k in HELLO_FIELDS):
             raise Refused("hello field too long")
-        if _parse_iso(hello["created"]) is None:
+        if parse_iso(hello["created"]) is None:
             raise Refused("hello field 'created' must be an ISO-8601 time")
         return hello
 
@@ -380,42 +381,7 @@ class PresenceMonitor:
         return {t: n for t, n in sorted(topics.items()) if t == MONITOR_TOPIC or t.startswith("multiplex.")}
 
     async def additional_info(self) -> dict[str, Any]:
-        topics = await self.mesh_topics()
-        now = _dt.datetime.now(_dt.UTC)
-        connections = []
-        for c in sorted(self.state.connections.values(), key=lambda c: c.topic):
-            created = _parse_iso(c.created) or now
-            connections.append(
-                {
-                    "elapsed": _elapsed((now - created).total_seconds()),
-                    "created": c.created,
-                    "origin": c.origin,
-                    "name": c.name,
-                    "topic": self.layout.virtual(c.topic).name,
-                    "monitor": c.monitor,
-                    "type": c.type,
-                    "updated": c.updated,
-                    "version": c.version,
-                    "seq": c.seq,
-                    "group": c.group,
-                }
-            )
-        return {
-            "total": {
-                "topics": len(topics),
-                "virtual_topics": len(self.state.holders),
-                "connections": len(self.state.connections),
-            },
-            "topics": [f"{t} ({n})" for t, n in topics.items()],
-            "virtual_topics": [
-                f"{self.layout.virtual(t).name} -> {o}, {self.state.connections[o].name} "
-                f"v{self.state.connections[o].version}"
-                for t, o in sorted(self.state.holders.items())
-                if o in self.state.connections
-            ],
-            "connections": connections,
-            "monitors": sorted(f"{m} - {iso}" for m, (_, iso) in self.state.monitors.items()),
-        }
+        return mesh_summary(self.state, self.layout, await self.mesh_topics())
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -425,17 +391,3 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
 
 def _now() -> str:
     return iso_utc_ms(_dt.datetime.now(_dt.UTC))
-
-
-def _parse_iso(value: str) -> _dt.datetime | None:
-    try:
-        moment = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.UTC)  # naive: taken as UTC
-
-
-def _elapsed(seconds: float) -> str:
-    from meshkit._time import elapsed_text
-
-    return elapsed_text(seconds)

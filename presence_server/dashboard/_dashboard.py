@@ -30,6 +30,7 @@ from presence_server.dashboard._routes import RouteBook
 
 if TYPE_CHECKING:
     from presence_server._monitor import PresenceMonitor
+from presence_server._info import parse_iso
 
 log = logging.getLogger("presence_server.dashboard")
 
@@ -211,7 +212,7 @@ class Dashboard:
         clock = _dt.datetime.now(_dt.UTC)
         apps = []
         for c in sorted(state.connections.values(), key=lambda c: (c.name, c.topic)):
-            created = _parse_iso(c.created)
+            created = parse_iso(c.created)
             apps.append(
                 {
                     "origin": c.origin,
@@ -294,14 +295,6 @@ class Dashboard:
             return await self.snapshot()
 
         return router
-
-
-def _parse_iso(value: str) -> _dt.datetime | None:
-    try:
-        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_dt.UTC)
 
 
 def _topic_name(monitor: PresenceMonitor, index: int) -> str:
