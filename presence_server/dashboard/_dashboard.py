@@ -26,11 +26,11 @@ from fastapi.responses import HTMLResponse
 from meshkit._codec import iso_utc_ms
 from meshkit._time import elapsed_text
 from meshkit.connectors import Connector, ConnectorError
+from presence_server._info import parse_iso
 from presence_server.dashboard._routes import RouteBook
 
 if TYPE_CHECKING:
     from presence_server._monitor import PresenceMonitor
-from presence_server._info import parse_iso
 
 log = logging.getLogger("presence_server.dashboard")
 
