@@ -46,6 +46,7 @@ def event_records(
         return [msgpack.packb({"type": "event", "origin": origin, "reply": reply, "payload": event_bytes})]
     message_id = f"{_prefix}{next(_counter):x}"
     count = (len(event_bytes) + segment_size - 1) // segment_size
+    view = memoryview(event_bytes)  # slices without copies: packing each segment copies it once
     return [
         msgpack.packb(
             {
@@ -55,7 +56,7 @@ def event_records(
                 "id": message_id,
                 "index": n,
                 "count": count,
-                "payload": event_bytes[n * segment_size : (n + 1) * segment_size],
+                "payload": view[n * segment_size : (n + 1) * segment_size],
             }
         )
         for n in range(count)

@@ -92,8 +92,11 @@ class EventTransport:
             stamp(event)  # the sending function's span and route ride along
         reply = self._return_address()
         try:
-            records = [event_record(origin, event, reply)]
-            if len(records[0]) > self.segment_size:  # large: the envelope's bytes, in segments
+            body = event.body
+            # a body already larger than a segment skips the one-record attempt (a wasted pack of it all)
+            large = isinstance(body, bytes | str | bytearray) and len(body) > self.segment_size
+            records = [] if large else [event_record(origin, event, reply)]
+            if large or len(records[0]) > self.segment_size:  # large: the envelope's bytes, in segments
                 data = encode(event)
                 if len(data) > self.max_event_bytes:
                     size, limit = len(data), self.max_event_bytes
