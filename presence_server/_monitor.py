@@ -16,12 +16,12 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 
 from meshkit._codec import iso_utc_ms
-from meshkit._functions import AppError
 from meshkit._platform import Platform
 from meshkit._security import KEY_HEADER, MeshKeys
 from meshkit.connectors import Connector, ConnectorError, Subscription
 from meshkit.mesh import MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._frames import EVERYONE, FrameError, control_record, parse
+from meshkit.mesh._loopback import Loopback
 from meshkit.mesh._watchdog import ConnectorWatchdog
 from presence_server._info import mesh_summary, parse_iso
 from presence_server._state import ClaimResult, Connection, MeshState
@@ -60,7 +60,7 @@ class PresenceMonitor:
         self.state = MeshState(layout.max_virtual_topics)
         self.sessions: dict[str, Session] = {}
         self._claims: dict[tuple[int, str], asyncio.Future[bool]] = {}
-        self._loopbacks: dict[str, asyncio.Future[None]] = {}
+        self._loopback = Loopback(self.id)
         self._subscription: Subscription | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
@@ -287,9 +287,7 @@ class PresenceMonitor:
             self.state.merge(message["state"])
             self._synced.set()
         elif kind == "loopback":
-            future = self._loopbacks.get(str(message.get("id")))
-            if future is not None and not future.done():
-                future.set_result(None)
+            self._loopback.arrived(message.get("id"))
 
     def _claimed(self, result: ClaimResult, monitor: str) -> None:
         if result.released is not None:
@@ -361,20 +359,7 @@ class PresenceMonitor:
 
     # -- what the actuators show ---------------------------------------------------------------------------
     async def loopback(self, timeout: float = 5.0) -> float:
-        probe = f"{self.id}-{time.monotonic_ns()}"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._loopbacks[probe] = future
-        started = time.perf_counter()
-        try:
-            await self._publish({"type": "loopback", "id": probe})
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise AppError(408, f"Loopback test timeout after {timeout:g} s") from None
-        except ConnectorError as exc:
-            raise AppError(503, f"Loopback test failed: {exc}") from exc
-        finally:
-            self._loopbacks.pop(probe, None)
-        return (time.perf_counter() - started) * 1000
+        return await self._loopback.run(self._publish, timeout)
 
     async def mesh_topics(self) -> dict[str, int]:
         topics = await self.connector.list_topics()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from meshkit._codec import CodecError, decode, encode, envelope_from_map
@@ -14,7 +13,7 @@ from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError
 from meshkit._platform import Platform
 from meshkit._tracing import stamp
-from meshkit.connectors import Connector, ConnectorError, Subscription
+from meshkit.connectors import Connector, Subscription
 from meshkit.mesh._frames import (
     EVERYONE,
     FrameError,
@@ -24,6 +23,7 @@ from meshkit.mesh._frames import (
     event_records,
     parse,
 )
+from meshkit.mesh._loopback import Loopback
 from meshkit.mesh._topics import TopicLayout, VirtualTopic
 
 log = logging.getLogger("meshkit.mesh.transport")
@@ -55,7 +55,7 @@ class EventTransport:
         self._reassembler = Reassembler(max_event_bytes)
         self._own: Subscription | None = None
         self._shared: dict[tuple[str, int], Subscription] = {}
-        self._loopbacks: dict[str, asyncio.Future[None]] = {}
+        self._loopback = Loopback("loopback")
         self._sending: set[asyncio.Future[None]] = set()
         self.received = self.sent = self.skipped = 0
 
@@ -137,25 +137,12 @@ class EventTransport:
         """Milliseconds for a record to travel through the broker and back to this app's own partition."""
         if self.topic is None:
             raise AppError(503, "Not connected to the mesh yet: no virtual topic assigned")
-        probe = f"loopback-{time.monotonic_ns()}"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._loopbacks[probe] = future
-        started = time.perf_counter()
-        try:
-            await self.publish_control(
-                self.topic.topic,
-                self.topic.partition,
-                self.platform.origin,
-                {"type": "loopback", "id": probe},
-            )
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise AppError(408, f"Loopback test timeout after {timeout:g} s") from None
-        except ConnectorError as exc:
-            raise AppError(503, f"Loopback test failed: {exc}") from exc
-        finally:
-            self._loopbacks.pop(probe, None)
-        return (time.perf_counter() - started) * 1000
+        topic = self.topic
+
+        def send(probe: dict[str, str]) -> Awaitable[None]:
+            return self.publish_control(topic.topic, topic.partition, self.platform.origin, probe)
+
+        return await self._loopback.run(send, timeout)
 
     # -- receiving -----------------------------------------------------------------------------------------
     def _on_record(self, record: bytes) -> None:
@@ -203,9 +190,7 @@ class EventTransport:
             if not isinstance(message, dict):
                 raise FrameError("control record without a map")
             if message.get("type") == "loopback":
-                future = self._loopbacks.get(str(message.get("id")))
-                if future is not None and not future.done():
-                    future.set_result(None)
+                self._loopback.arrived(message.get("id"))
                 return
             self.on_control(message)
         else:
