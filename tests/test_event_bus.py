@@ -321,3 +321,41 @@ async def test_the_default_queue_bound_comes_from_configuration() -> None:
         with pytest.raises(AppError) as busy:
             await po.send("default.bound", 3)
         assert busy.value.status == 503
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+async def test_memory_stays_flat_under_a_sustained_overload() -> None:
+    """200,000 events at a function that cannot keep up: the queue bound turns the excess into 503s."""
+    registry = FunctionRegistry()
+    gate = asyncio.Event()
+
+    @registry.route("overloaded.fn", instances=2, max_queue=100)
+    async def slow(body: bytes) -> None:
+        await gate.wait()
+
+    async with running_platform(registry) as platform:
+        po = PostOffice(platform)
+        refused = 0
+
+        async def flood(count: int) -> None:
+            nonlocal refused
+            for _ in range(count):
+                try:
+                    await po.send("overloaded.fn", b"x" * 1024)
+                except AppError as exc:
+                    assert exc.status == 503
+                    refused += 1
+
+        await flood(20_000)  # warm up: allocator pools, the queue at its bound
+        before = _rss_mb()
+        await flood(200_000)
+        grown = _rss_mb() - before
+        pool = platform.pool("overloaded.fn")
+        assert pool is not None and pool.queue_depth == 100
+        gate.set()
+    assert refused == 220_000 - 102
+    assert grown < 20, f"RSS grew {grown:.1f} MB under overload"  # unbounded: 200,000 KB-sized events

@@ -261,3 +261,37 @@ def test_a_malformed_claim_changes_nothing(bad: dict[str, object]) -> None:
     with pytest.raises((ValueError, KeyError, TypeError)):
         state.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO} | bad)
     assert state.holders == {} and state.connections == {}
+
+
+def test_kafka_tls_and_sasl_settings_pass_through_to_the_client() -> None:
+    from meshkit import AppConfig
+    from meshkit.connectors.kafka import consumer_config, producer_config
+    from meshkit.mesh import kafka_settings
+
+    config = AppConfig.load(
+        argv=[],
+        environ={"KAFKA_PASSWORD": "s3cret"},
+        overrides={
+            "bootstrap.servers": "broker-1:9093,broker-2:9093",
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "meshkit",
+            "sasl.password": "${KAFKA_PASSWORD}",
+            "ssl.ca.location": "/etc/ssl/certs/kafka-ca.pem",
+            "kafka.client.rack": "eu-west-1a",
+            "application.name": "not-a-kafka-setting",
+        },
+    )
+    settings = kafka_settings(config)
+    assert settings == {
+        "bootstrap.servers": "broker-1:9093,broker-2:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "meshkit",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/etc/ssl/certs/kafka-ca.pem",
+        "client.rack": "eu-west-1a",
+    }
+    for client in (producer_config(settings), consumer_config(settings)):
+        assert client["security.protocol"] == "SASL_SSL" and client["sasl.password"] == "s3cret"
+        assert client["ssl.ca.location"] == "/etc/ssl/certs/kafka-ca.pem"
