@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import enum
+import threading
 import uuid
 from typing import Any
 
@@ -106,12 +107,22 @@ def encode(event: EventEnvelope) -> bytes:
 
 def pack(value: dict[str, Any]) -> bytes:
     """MsgPack with the wire format's rules (models, datetimes... as plain data); CodecError otherwise."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(default=_plain_scalar, use_bin_type=True)
     try:
-        return msgpack.packb(value, default=_plain_scalar, use_bin_type=True)  # type: ignore[no-any-return]
+        return packer.pack(value)  # type: ignore[no-any-return]
     except CodecError:
+        packer.reset()
         raise
     except (TypeError, ValueError, OverflowError) as exc:
+        packer.reset()  # a failed pack may leave half an object in the buffer
         raise CodecError(f"cannot encode event: {exc}") from exc
+
+
+# One Packer per thread, reused: a fresh one grows its buffer from nothing for every event, which costs
+# ~200 us for a 200 KB body (page faults) against ~13 us when the buffer is already there.
+_packers = threading.local()
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

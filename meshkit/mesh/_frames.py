@@ -43,12 +43,12 @@ def event_records(
 ) -> list[bytes]:
     """One record, or segments of at most `segment_size` payload bytes when the event is larger."""
     if len(event_bytes) <= segment_size:
-        return [msgpack.packb({"type": "event", "origin": origin, "reply": reply, "payload": event_bytes})]
+        return [pack({"type": "event", "origin": origin, "reply": reply, "payload": event_bytes})]
     message_id = f"{_prefix}{next(_counter):x}"
     count = (len(event_bytes) + segment_size - 1) // segment_size
     view = memoryview(event_bytes)  # slices without copies: packing each segment copies it once
     return [
-        msgpack.packb(
+        pack(
             {
                 "type": "segment",
                 "origin": origin,
