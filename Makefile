@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser test lint typecheck demo demo-up demo-down kafka bench clean
+.PHONY: venv browser test fuzz lint typecheck demo demo-up demo-down kafka bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ browser:
 
 test: $(STAMP) browser lint typecheck
 	$(PY) -m pytest -q
+
+# Fuzz the edges that take outside input (tests/fuzz): MESHKIT_FUZZ_EXAMPLES inputs per target (25,000 by
+# default, a fifth of it or less for the websocket ones: well over 100,000 in all; `make test` runs a small
+# derandomized share). Random inputs, failures kept in .hypothesis/ and replayed first next time; prints the
+# inputs each target ran and how long it took.
+MESHKIT_FUZZ_EXAMPLES ?= 25000
+
+fuzz: $(STAMP)
+	MESHKIT_FUZZ_EXAMPLES=$(MESHKIT_FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q --durations=0
 
 # the development broker (Tansu) on 127.0.0.1:9092, in the foreground until Ctrl-C
 kafka: $(STAMP)

@@ -19,6 +19,7 @@ log = logging.getLogger("meshkit.http")
 OCTET_STREAM = "application/octet-stream"
 DEFAULT_TTL_MS = 30_000
 MIN_TTL_MS = 1_000
+MAX_TTL_MS = 3_600_000  # an hour: a longer x-ttl is taken as this
 
 
 class _TooLarge(Exception):
@@ -47,7 +48,11 @@ def event_router(platform: Platform) -> APIRouter:
             return _refuse(400, "Missing routing path", client)
         ttl_header = request.headers.get("x-ttl")
         try:
-            ttl_ms = max(MIN_TTL_MS, int(ttl_header)) if ttl_header is not None else DEFAULT_TTL_MS
+            ttl_ms = (
+                min(MAX_TTL_MS, max(MIN_TTL_MS, int(ttl_header)))
+                if ttl_header is not None
+                else DEFAULT_TTL_MS
+            )
         except ValueError:
             return _refuse(400, f"Invalid x-ttl header {ttl_header!r}: milliseconds expected", client)
         event.reply_to = None

@@ -359,6 +359,6 @@ def install_tracing(app: Any, platform: Platform) -> Tracer:
 
 def trace_response_header(response: _R, trace_id: str | None) -> _R:
     """Write ``X-Trace-Id`` on a Starlette response (Event over HTTP)."""
-    if trace_id is not None:
-        response.headers[TRACE_HEADER] = trace_id
+    if valid_trace_id(trace_id):  # an envelope's trace id is any text: only a well-formed one is a header
+        response.headers[TRACE_HEADER] = trace_id  # type: ignore[assignment]
     return response

@@ -10,8 +10,10 @@ from meshkit.mesh import TopicLayout
 from presence_server._state import MeshState
 
 
-def parse_iso(value: str) -> _dt.datetime | None:
+def parse_iso(value: object) -> _dt.datetime | None:
     """An ISO-8601 time (a trailing Z allowed); a naive one is taken as UTC; None if it is not one."""
+    if not isinstance(value, str):
+        return None
     try:
         moment = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -28,7 +28,7 @@ from presence_server._state import ClaimResult, Connection, MeshState
 
 log = logging.getLogger("presence_server")
 
-ORIGIN = re.compile(r"^\d{8}[0-9a-f]{32}$")
+ORIGIN = re.compile(r"[0-9]{8}[0-9a-f]{32}")  # used with fullmatch: ASCII digits only, no trailing newline
 HELLO_FIELDS = {"name": str, "version": str, "personality": str, "group": int, "created": str}
 
 
@@ -125,19 +125,23 @@ class PresenceMonitor:
             hello = await self._hello(websocket, origin)
             topic = await self._admit(origin, hello)
         except Refused as exc:
-            log.warning("Refused presence of %s from %s: %s", origin, client, exc)
+            log.warning("Refused presence of %r from %s: %s", origin[:80], client, exc)
             with contextlib.suppress(Exception):
                 await websocket.send_text(json.dumps({"type": "error", "message": str(exc)}))
-                await websocket.close(1008, str(exc)[:120])
+                # a close reason is at most 123 bytes of UTF-8: keep it short and ASCII
+                await websocket.close(1008, str(exc).encode("ascii", "replace").decode()[:120])
+            return
+        except WebSocketDisconnect:
+            log.info("Presence of %r from %s ended before its hello was answered", origin[:80], client)
             return
         session = self.sessions[origin] = Session(websocket, time.monotonic(), updated=_now())
         name = self.layout.virtual(topic).name
-        await websocket.send_text(json.dumps({"type": "ready", "topic": name, "monitor": self.id}))
-        log.info(
-            "Member %s joined (%s %s) from %s, %s", origin, hello["name"], hello["version"], client, name
-        )
         reason, leaving = "closed", True
         try:
+            await websocket.send_text(json.dumps({"type": "ready", "topic": name, "monitor": self.id}))
+            log.info(
+                "Member %s joined (%s %s) from %s, %s", origin, hello["name"], hello["version"], client, name
+            )
             while True:
                 self._on_message(session, origin, await websocket.receive())
         except WebSocketDisconnect as exc:
@@ -164,7 +168,7 @@ class PresenceMonitor:
                         )
 
     async def _hello(self, websocket: WebSocket, origin: str) -> dict[str, Any]:
-        if not ORIGIN.match(origin):
+        if not ORIGIN.fullmatch(origin):
             raise Refused(f"invalid origin {origin[:80]!r}: yyyymmdd + 32 hex characters expected")
         try:
             raw = await asyncio.wait_for(websocket.receive_text(), 10.0)
@@ -248,6 +252,8 @@ class PresenceMonitor:
                 not isinstance(data, dict)
                 or data.get("type") != "alive"
                 or not isinstance(data.get("seq"), int)
+                or isinstance(data.get("seq"), bool)
+                or not 0 <= data["seq"] < 2**53
             ):
                 raise ValueError("not a keep-alive")
         except ValueError:
@@ -265,8 +271,10 @@ class PresenceMonitor:
             if not self.keys.verify(message):
                 raise FrameError(f"a {message.get('type')!r} message without a valid signature")
             self._apply(message)
-        except (FrameError, KeyError, TypeError, ValueError) as exc:
-            log.warning("Skipped a bad record on %s partition 0: %s", MONITOR_TOPIC, exc)
+        except Exception as exc:  # a record from the broker is input: skipped, never fatal
+            log.warning(
+                "Skipped a bad record on %s partition 0: %s", MONITOR_TOPIC, exc or type(exc).__name__
+            )
 
     def _apply(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -320,8 +328,8 @@ class PresenceMonitor:
             await asyncio.sleep(self.heartbeat)
             try:
                 await self._tick()
-            except ConnectorError as exc:
-                log.warning("Housekeeping: %s", exc)
+            except Exception as exc:  # housekeeping must outlive any one bad round
+                log.warning("Housekeeping: %s", exc or type(exc).__name__)
 
     async def _tick(self) -> None:
         seen = {o: [s.seq, s.updated] for o, s in self.sessions.items()}

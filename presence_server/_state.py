@@ -66,13 +66,18 @@ class MeshState:
         if not isinstance(info, dict):
             raise TypeError("claim info must be a map")
         previous = self.connections.get(origin)
+        if not all(isinstance(info.get(k), str) for k in ("name", "version", "personality", "created")):
+            raise TypeError("claim info needs name, version, personality and created as strings")
+        group = info.get("group")
+        if not isinstance(group, int) or isinstance(group, bool) or not 1 <= group <= 10_000:
+            raise ValueError(f"claim info group {group!r} is not a closed user group number")
         connection = Connection(
             origin=origin,
-            name=str(info["name"]),
-            version=str(info["version"]),
-            type=str(info["personality"]),
-            group=int(info["group"]),
-            created=str(info["created"]),
+            name=info["name"][:200],
+            version=info["version"][:200],
+            type=info["personality"][:200],
+            group=group,
+            created=info["created"][:40],
             topic=topic,
             monitor=monitor,
             updated=_now_iso(),
@@ -102,10 +107,12 @@ class MeshState:
         self.monitors[monitor] = (time.monotonic(), str(message.get("time") or _now_iso()))
         seen = message.get("seen")
         if isinstance(seen, dict):
-            for origin, (seq, updated) in seen.items():
+            for origin, entry in seen.items():
                 connection = self.connections.get(origin)
-                if connection is not None and connection.monitor == monitor:
-                    connection.seq, connection.updated = int(seq), str(updated)
+                if connection is None or connection.monitor != monitor or not isinstance(entry, list | tuple):
+                    continue
+                if len(entry) == 2 and isinstance(entry[0], int) and 0 <= entry[0] < 2**53:
+                    connection.seq, connection.updated = entry[0], str(entry[1])[:40]
 
     def monitor_gone(self, monitor: str, timeout: float) -> None:
         """A monitor said goodbye: dead from now on, but its apps get the usual grace to move elsewhere."""
@@ -116,15 +123,20 @@ class MeshState:
     def forget(self, monitor: str) -> None:
         self.monitors.pop(monitor, None)
 
-    def merge(self, snapshot: dict[str, Any]) -> None:
+    def merge(self, snapshot: Any) -> None:
         """Take what a peer monitor knows and this one does not (used once, when a monitor starts)."""
+        if not isinstance(snapshot, dict) or not isinstance(snapshot.get("connections", []), list):
+            raise ValueError("a snapshot is a map with a list of connections")
         for raw in snapshot.get("connections", []):
-            connection = Connection(**raw)
+            connection = _connection(raw, self.max_topics)
+            if connection is None:
+                continue
             if connection.origin not in self.connections and connection.topic not in self.holders:
                 self.connections[connection.origin] = connection
                 self.holders[connection.topic] = connection.origin
-        for monitor, seen_at in snapshot.get("monitors", {}).items():
-            self.monitors.setdefault(monitor, (time.monotonic(), str(seen_at)))
+        monitors = snapshot.get("monitors")
+        for monitor, seen_at in monitors.items() if isinstance(monitors, dict) else ():
+            self.monitors.setdefault(str(monitor), (time.monotonic(), str(seen_at)[:40]))
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -145,3 +157,28 @@ class MeshState:
 
     def dead_monitors(self, within: float) -> list[str]:
         return [m for m in self.monitors if not self.alive(m, within)]
+
+
+_CONNECTION_TYPES = {
+    "origin": str,
+    "name": str,
+    "version": str,
+    "type": str,
+    "group": int,
+    "created": str,
+    "topic": int,
+    "monitor": str,
+    "updated": str,
+    "seq": int,
+}
+
+
+def _connection(raw: Any, max_topics: int) -> Connection | None:
+    """A connection from a peer's snapshot, or None when it is not well formed."""
+    if not isinstance(raw, dict) or set(raw) != set(_CONNECTION_TYPES):
+        return None
+    if not all(isinstance(raw[k], t) and not isinstance(raw[k], bool) for k, t in _CONNECTION_TYPES.items()):
+        return None
+    if not 0 <= raw["topic"] < max_topics or not 0 <= raw["seq"] < 2**53:
+        return None
+    return Connection(**raw)

@@ -115,6 +115,9 @@ class Reassembler:
         ):
             raise FrameError("malformed segment")
         self._expire()
+        # everything held is bounded too (twice the largest event): the oldest incomplete events go first
+        while self._partials and self._held + len(payload) > 2 * self.max_event_bytes:
+            self._drop(next(iter(self._partials)))
         partial = self._partials.get(message_id)
         if partial is None:
             if count * len(payload) > self.max_event_bytes * 2:
