@@ -60,17 +60,22 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def mesh_settings(broker: DevBroker, monitor_port: int) -> dict[str, str]:
+    """What every process of a benchmark mesh is given."""
+    # no watchdog exit: a benchmark measures; it must not end itself on a stalled development broker
+    return {
+        "bootstrap.servers": broker.bootstrap,
+        "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence",
+        "connector.watchdog.exit.after": "0",
+    }
+
+
 @contextlib.asynccontextmanager
 async def _mesh() -> AsyncIterator[tuple[PostOffice, dict[str, str]]]:
     """A fresh broker, a monitor, one echo app, and a caller platform in this process."""
     with DevBroker() as broker:
         monitor_port = free_port()
-        # no watchdog exit: a benchmark measures; it must not end itself on a stalled development broker
-        common = {
-            "bootstrap.servers": broker.bootstrap,
-            "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence",
-            "connector.watchdog.exit.after": "0",
-        }
+        common = mesh_settings(broker, monitor_port)
         with (
             _process("presence_server.main:app", monitor_port, common),
             _process("bench.echo_app:app", free_port(), {"cloud.connector": "kafka", **common}),

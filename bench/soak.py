@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from bench.mesh import _process, _until
+from bench.mesh import _process, _until, mesh_settings
 from meshkit import AppConfig, AppError, Platform, PostOffice
 from meshkit.devbroker import DevBroker, free_port
 from meshkit.mesh import join_mesh
@@ -42,12 +42,7 @@ def _rss_mb(pid: int | None = None) -> float:
 async def soak(requests: int, kill_every: float, in_flight: int) -> dict[str, Any]:
     with DevBroker() as broker:
         monitor_port = free_port()
-        # the watchdog would end a run the development broker stalls: here we measure, not recover
-        common = {
-            "bootstrap.servers": broker.bootstrap,
-            "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence",
-            "connector.watchdog.exit.after": "0",
-        }
+        common = mesh_settings(broker, monitor_port)
         app = {"cloud.connector": "kafka", **common}
         with (
             _process("presence_server.main:app", monitor_port, common) as monitor,
