@@ -125,7 +125,7 @@ class PresenceMonitor:
             hello = await self._hello(websocket, origin)
             topic = await self._admit(origin, hello)
         except Refused as exc:
-            log.warning("Refused presence of %r from %s: %s", origin[:80], client, exc)
+            log.warning("Refused presence of %s from %s: %s", origin[:80], client, exc)
             with contextlib.suppress(Exception):
                 await websocket.send_text(json.dumps({"type": "error", "message": str(exc)}))
                 # a close reason is at most 123 bytes of UTF-8: keep it short and ASCII

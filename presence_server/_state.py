@@ -106,13 +106,26 @@ class MeshState:
         monitor = str(message["id"])
         self.monitors[monitor] = (time.monotonic(), str(message.get("time") or _now_iso()))
         seen = message.get("seen")
-        if isinstance(seen, dict):
-            for origin, entry in seen.items():
-                connection = self.connections.get(origin)
-                if connection is None or connection.monitor != monitor or not isinstance(entry, list | tuple):
-                    continue
-                if len(entry) == 2 and isinstance(entry[0], int) and 0 <= entry[0] < 2**53:
-                    connection.seq, connection.updated = entry[0], str(entry[1])[:40]
+        if seen is None:
+            return
+        if not isinstance(seen, dict):
+            raise ValueError("a heartbeat's 'seen' must be a map")
+        malformed = 0
+        for origin, entry in seen.items():
+            if not (
+                isinstance(entry, list | tuple)
+                and len(entry) == 2
+                and isinstance(entry[0], int)
+                and not isinstance(entry[0], bool)
+                and 0 <= entry[0] < 2**53
+            ):
+                malformed += 1
+                continue
+            connection = self.connections.get(origin)
+            if connection is not None and connection.monitor == monitor:
+                connection.seq, connection.updated = entry[0], str(entry[1])[:40]
+        if malformed:  # the good entries are kept; the record is still reported as bad
+            raise ValueError(f"{malformed} malformed keep-alive entries in a heartbeat")
 
     def monitor_gone(self, monitor: str, timeout: float) -> None:
         """A monitor said goodbye: dead from now on, but its apps get the usual grace to move elsewhere."""
@@ -127,9 +140,11 @@ class MeshState:
         """Take what a peer monitor knows and this one does not (used once, when a monitor starts)."""
         if not isinstance(snapshot, dict) or not isinstance(snapshot.get("connections", []), list):
             raise ValueError("a snapshot is a map with a list of connections")
+        malformed = 0
         for raw in snapshot.get("connections", []):
             connection = _connection(raw, self.max_topics)
             if connection is None:
+                malformed += 1
                 continue
             if connection.origin not in self.connections and connection.topic not in self.holders:
                 self.connections[connection.origin] = connection
@@ -137,6 +152,8 @@ class MeshState:
         monitors = snapshot.get("monitors")
         for monitor, seen_at in monitors.items() if isinstance(monitors, dict) else ():
             self.monitors.setdefault(str(monitor), (time.monotonic(), str(seen_at)[:40]))
+        if malformed:  # the good ones are kept; the record is still reported as bad
+            raise ValueError(f"{malformed} malformed connections in a snapshot")
 
     def snapshot(self) -> dict[str, Any]:
         return {

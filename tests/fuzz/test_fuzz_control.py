@@ -4,10 +4,11 @@ partition 0, ``PresenceMonitor._on_record``) and an app's keep-alives on its pre
 - ``MeshNode._on_control`` handles a message or rejects it with FrameError (the transport logs it as a
   skipped record), nothing else; the routing table stays presentable (``/info/routes``).
 - ``PresenceMonitor._on_record`` must catch whatever a record does: it runs in the connector's consumer.
-  Afterwards the monitor's state is still presentable (``/info`` lists it) and can be sent to a peer
-  monitor (the answer to a ``sync``).
+  Afterwards the monitor's state is still presentable (``/info`` lists it), can be sent to a peer monitor
+  (the answer to a ``sync``), and the next housekeeping tick runs.
 - The keep-alives a monitor takes from an app (``_on_message``) are followed by a housekeeping tick
-  (``_tick``), which must not fail on what they left behind: one failure ends housekeeping for good.
+  (``_tick``), which must not fail on what they left behind: a tick that fails loses its heartbeat, its
+  keep-alive checks and its orphan release, and a state that makes one fail makes them all fail.
 """
 
 from __future__ import annotations
@@ -256,8 +257,8 @@ class Monitor:
         self.monitor.sessions.clear()
 
     async def housekeeping(self) -> None:
-        """One housekeeping tick, as `_housekeeping` runs it every heartbeat: it survives ConnectorError
-        only, so anything else raised here would end the monitor's housekeeping for good."""
+        """One housekeeping tick, as `_housekeeping` runs it every heartbeat: a broker that fails now and
+        then (ConnectorError) is its business; anything else raised here is a tick the input broke."""
         with contextlib.suppress(ConnectorError):
             await self.monitor._tick()
 
@@ -392,7 +393,7 @@ def keepalive_texts(draw: st.DrawFn) -> str | None:
 
 def test_keepalives_then_housekeeping(monitor: Monitor) -> None:
     """What an app sends on its presence websocket after `ready`, then the monitor's next housekeeping tick:
-    `_tick` may fail only with ConnectorError (the one `_housekeeping` survives)."""
+    `_tick` may fail only with ConnectorError (a broker problem, not the input's)."""
     origin = "20260101" + "c" * 32
 
     @fuzz_settings()
