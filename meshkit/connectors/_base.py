@@ -45,8 +45,13 @@ class Connector(Protocol):
         The future completes once the cluster accepted the record, or fails with ConnectorError.
         """
 
-    async def consume(self, topic: str, partition: int, on_record: RecordHandler) -> Subscription:
+    async def consume(
+        self, topic: str, partition: int, on_record: RecordHandler, *, relaxed: bool = False
+    ) -> Subscription:
         """Deliver every record published to this partition after the call returns, in order.
+
+        `relaxed`: a control channel that can wait tens of milliseconds; a connector may poll it less
+        eagerly so that idle subscriptions cost the cluster little.
 
         The partition is assigned, not joined through a consumer group: no rebalance, no group wait.
         """

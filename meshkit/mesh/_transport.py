@@ -74,7 +74,9 @@ class EventTransport:
     async def listen_shared(self, topic: str, partition: int) -> None:
         """Consume a partition that several apps share (the closed user group's control channel)."""
         if (topic, partition) not in self._shared:
-            self._shared[(topic, partition)] = await self.connector.consume(topic, partition, self._on_record)
+            self._shared[(topic, partition)] = await self.connector.consume(
+                topic, partition, self._on_record, relaxed=True
+            )
             log.info("%s, partition %d ready", topic, partition)
 
     async def close(self) -> None:

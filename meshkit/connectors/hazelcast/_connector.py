@@ -364,7 +364,10 @@ class HazelcastConnector:
             return failed
         return publisher.publish(topic, partition, payload)
 
-    async def consume(self, topic: str, partition: int, on_record: RecordHandler) -> HazelcastSubscription:
+    async def consume(
+        self, topic: str, partition: int, on_record: RecordHandler, *, relaxed: bool = False
+    ) -> HazelcastSubscription:
+        # relaxed changes nothing here: a reliable topic pushes to its listener, nothing polls
         self._check_open()
         await self._checked(topic, partition)
         reliable_topic = await self._reliable_topic(partition_topic(topic, partition))

@@ -32,6 +32,9 @@ PRODUCER_DEFAULTS: dict[str, str] = {
     "socket.nagle.disable": "true",
 }
 
+# Control channels (a group's partition of service.monitor) tolerate this much added latency.
+RELAXED_FETCH_WAIT_MS = "100"
+
 CONSUMER_DEFAULTS: dict[str, str] = {
     # The broker answers an empty fetch after 2 ms: a hop costs about half of this on average.
     "fetch.wait.max.ms": "2",

@@ -67,7 +67,9 @@ class MemoryConnector:
             future.set_result(None)
         return future
 
-    async def consume(self, topic: str, partition: int, on_record: RecordHandler) -> MemorySubscription:
+    async def consume(
+        self, topic: str, partition: int, on_record: RecordHandler, *, relaxed: bool = False
+    ) -> MemorySubscription:
         self._check_open()
         sub = MemorySubscriber(asyncio.get_running_loop(), on_record)
         self.broker.subscribe(topic, partition, sub)
