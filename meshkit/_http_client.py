@@ -20,7 +20,11 @@ _sessions: weakref.WeakKeyDictionary[Platform, aiohttp.ClientSession] = weakref.
 def _session(platform: Platform) -> aiohttp.ClientSession:
     session = _sessions.get(platform)
     if session is None or session.closed:
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=128))
+        # the mesh key is read from the configuration once, and sent with every request of the session
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),
+            headers=MeshKeys(platform.config).headers(),
+        )
         _sessions[platform] = session
 
         async def close() -> None:
@@ -42,7 +46,6 @@ async def request_over_http(
     if event.sender is None:
         event.sender = platform.name
     headers = {"content-type": "application/octet-stream", "x-ttl": str(max(1000, int(timeout * 1000)))}
-    headers.update(MeshKeys(platform.config).headers())
     headers.update(trace_headers(event))  # X-Trace-Id, traceparent; the envelope carries the trace too
     try:
         async with asyncio.timeout(timeout):
