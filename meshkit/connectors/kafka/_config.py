@@ -135,10 +135,19 @@ def producer_config(settings: Mapping[str, str]) -> dict[str, Any]:
     return conf
 
 
-def consumer_config(settings: Mapping[str, str], group_id: str | None = None) -> dict[str, Any]:
-    """Consumer settings for assign-only consumers: a unique group.id that is never joined."""
+def consumer_config(
+    settings: Mapping[str, str], group_id: str | None = None, *, relaxed: bool = False
+) -> dict[str, Any]:
+    """Consumer settings for assign-only consumers: a unique group.id that is never joined.
+
+    `relaxed` (a control channel): an idle consumer asks the broker every fetch.wait.max.ms, and 2 ms
+    there is waste, so it waits longer unless the user set the key.
+    """
     conf = {k: v for k, v in _base(settings).items() if k not in _PRODUCER_ONLY}
-    for key, value in CONSUMER_DEFAULTS.items():
+    defaults = (
+        {**CONSUMER_DEFAULTS, "fetch.wait.max.ms": RELAXED_FETCH_WAIT_MS} if relaxed else CONSUMER_DEFAULTS
+    )
+    for key, value in defaults.items():
         if not _user_set(settings, key):
             conf[key] = value
     # librdkafka wants a group.id even for assign(); a unique one keeps consumers from sharing offsets.

@@ -16,8 +16,6 @@ from confluent_kafka.cimpl import NewTopic
 
 from meshkit.connectors._base import ConnectorError, RecordHandler
 from meshkit.connectors.kafka._config import (
-    RELAXED_FETCH_WAIT_MS,
-    _user_set,
     admin_config,
     bootstrap_of,
     consumer_config,
@@ -202,10 +200,7 @@ class KafkaConnector:
         self._check_open()
         if partition < 0:
             raise ConnectorError(f"partition {partition} out of range for topic {topic}")
-        conf = consumer_config(self.settings, self._group_id)
-        if relaxed and not _user_set(self.settings, "fetch.wait.max.ms"):
-            # an idle consumer asks the broker every fetch.wait.max.ms: 2 ms on a control channel is waste
-            conf["fetch.wait.max.ms"] = RELAXED_FETCH_WAIT_MS
+        conf = consumer_config(self.settings, self._group_id, relaxed=relaxed)
         sub = KafkaSubscription(conf, topic, partition, on_record, asyncio.get_running_loop())
         self._subscriptions.add(sub)
         sub._on_close.append(self._subscriptions.discard)
