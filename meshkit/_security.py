@@ -17,8 +17,8 @@ class MeshKeys:
     """`mesh.api.key`: one key, or a comma list (the first is presented; any is accepted: rotate by adding
     the new key everywhere, then moving it first, then dropping the old one). No key: admission is open."""
 
-    def __init__(self, config: AppConfig) -> None:
-        self._keys = [k.encode() for k in config.get_list("mesh.api.key")]
+    def __init__(self, config: AppConfig, setting: str = "mesh.api.key") -> None:
+        self._keys = [k.encode() for k in config.get_list(setting)]
 
     @property
     def required(self) -> bool:
@@ -41,7 +41,7 @@ class MeshKeys:
     def headers(self) -> dict[str, str]:
         return {KEY_HEADER: self._keys[0].decode()} if self._keys else {}
 
-    # -- control messages on the broker: signed, so only key holders can speak on the control channel ----
+    # -- the monitors' log on the broker: signed, so only holders of these keys can write it --------------
     def sign(self, message: dict[str, Any]) -> dict[str, Any]:
         """The message with `sig`, an HMAC-SHA256 of its MsgPack form under the presented key."""
         if not self._keys:

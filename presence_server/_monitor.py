@@ -7,29 +7,30 @@ import contextlib
 import datetime as _dt
 import json
 import logging
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
 from meshkit._codec import iso_utc_ms
+from meshkit._identity import public_key
 from meshkit._platform import Platform
 from meshkit._security import KEY_HEADER, MeshKeys
 from meshkit.connectors import Connector, ConnectorError, Subscription
 from meshkit.mesh import MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._frames import EVERYONE, FrameError, control_record, parse
 from meshkit.mesh._loopback import Loopback
+from meshkit.mesh._vouched import ORIGIN
 from meshkit.mesh._watchdog import ConnectorWatchdog
 from presence_server._info import mesh_summary, parse_iso
 from presence_server._state import ClaimResult, Connection, MeshState
 
 log = logging.getLogger("presence_server")
 
-ORIGIN = re.compile(r"[0-9]{8}[0-9a-f]{32}")  # used with fullmatch: ASCII digits only, no trailing newline
-HELLO_FIELDS = {"name": str, "version": str, "personality": str, "group": int, "created": str}
+HELLO_FIELDS = {"name": str, "version": str, "personality": str, "group": int, "created": str, "key": str}
+MAX_PENDING_NOTICES = 1000  # per app: one that reads none of them is dropped, and gets the list again
 
 
 class Refused(Exception):
@@ -40,8 +41,10 @@ class Refused(Exception):
 class Session:
     websocket: WebSocket
     last_seen: float
+    group: int
     seq: int = 0
     updated: str = ""
+    notices: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_PENDING_NOTICES))
 
 
 class PresenceMonitor:
@@ -57,6 +60,15 @@ class PresenceMonitor:
         self.keepalive_timeout = config.get_float("presence.timeout", 8.0)
         self.orphan_grace = config.get_float("monitor.orphan.grace", 10.0)
         self.keys = MeshKeys(config)
+        # the monitors' log has its own secret, so that an app holding the mesh key cannot write it
+        secret = MeshKeys(config, "mesh.monitor.secret")
+        self.log_keys = secret if secret.required else self.keys
+        if self.keys.required and not secret.required:
+            log.warning(
+                "mesh.monitor.secret is not set: any app holding the mesh API key can write the monitors' "
+                "log (%s partition 0)",
+                MONITOR_TOPIC,
+            )
         self.state = MeshState(layout.max_virtual_topics)
         self.sessions: dict[str, Session] = {}
         self._claims: dict[tuple[int, str], asyncio.Future[bool]] = {}
@@ -103,10 +115,8 @@ class PresenceMonitor:
             await self._subscription.close()
         await self.connector.close()
 
-    async def _publish(self, message: dict[str, Any], partition: int = 0) -> None:
-        await self.connector.publish(
-            MONITOR_TOPIC, partition, control_record(EVERYONE, self.keys.sign(message))
-        )
+    async def _publish(self, message: dict[str, Any]) -> None:
+        await self.connector.publish(MONITOR_TOPIC, 0, control_record(EVERYONE, self.log_keys.sign(message)))
 
     # -- the websocket -------------------------------------------------------------------------------------
     async def serve(self, websocket: WebSocket, origin: str) -> None:
@@ -134,14 +144,21 @@ class PresenceMonitor:
         except WebSocketDisconnect:
             log.info("Presence of %r from %s ended before its hello was answered", origin[:80], client)
             return
-        session = self.sessions[origin] = Session(websocket, time.monotonic(), updated=_now())
+        group = hello["group"]
+        session = self.sessions[origin] = Session(websocket, time.monotonic(), group, updated=_now())
         name = self.layout.virtual(topic).name
         reason, leaving = "closed", True
+        notifier: asyncio.Task[None] | None = None
         try:
-            await websocket.send_text(json.dumps({"type": "ready", "topic": name, "monitor": self.id}))
+            members = {
+                o: c.key for o, c in self.state.connections.items() if c.group == group and o != origin
+            }
+            ready = {"type": "ready", "topic": name, "monitor": self.id, "members": members}
+            await websocket.send_text(json.dumps(ready))
             log.info(
                 "Member %s joined (%s %s) from %s, %s", origin, hello["name"], hello["version"], client, name
             )
+            notifier = asyncio.create_task(self._send_notices(session), name=f"presence:notices:{origin}")
             while True:
                 self._on_message(session, origin, await websocket.receive())
         except WebSocketDisconnect as exc:
@@ -152,6 +169,8 @@ class PresenceMonitor:
         except Exception as exc:  # a broken socket ends the session, never the monitor
             reason = f"failed ({type(exc).__name__})"
         finally:
+            if notifier is not None:
+                notifier.cancel()
             if self.sessions.get(origin) is session:
                 del self.sessions[origin]
                 connection = self.state.connections.get(origin)
@@ -182,6 +201,10 @@ class PresenceMonitor:
         for key, kind in HELLO_FIELDS.items():
             if not isinstance(hello.get(key), kind) or isinstance(hello.get(key), bool):
                 raise Refused(f"hello field '{key}' must be a {kind.__name__}")
+        try:
+            public_key(hello["key"])
+        except ValueError as exc:
+            raise Refused(f"hello field 'key' must be an Ed25519 public key ({exc})") from None
         if not 1 <= hello["group"] <= self.groups:
             raise Refused(f"closed user group {hello['group']} outside 1..{self.groups}")
         if any(len(str(hello[k])) > 200 for k in HELLO_FIELDS):
@@ -268,7 +291,7 @@ class PresenceMonitor:
             message = frame.get("payload")
             if frame["type"] != "control" or not isinstance(message, dict):
                 raise FrameError("not a control message")
-            if not self.keys.verify(message):
+            if not self.log_keys.verify(message):
                 raise FrameError(f"a {message.get('type')!r} message without a valid signature")
             self._apply(message)
         except Exception as exc:  # a record from the broker is input: skipped, never fatal
@@ -283,7 +306,7 @@ class PresenceMonitor:
         elif kind == "leave":
             owner = message.get("owner")
             left = self.state.leave(str(message["origin"]), str(owner) if owner is not None else None)
-            self._left(left, str(message.get("monitor")))
+            self._left(left, str(message.get("reason") or "left")[:200])
         elif kind == "monitor":
             self.state.heartbeat(message)
         elif kind == "bye":
@@ -300,11 +323,15 @@ class PresenceMonitor:
     def _claimed(self, result: ClaimResult, monitor: str) -> None:
         if result.released is not None:
             log.info("%s released by %s (moved)", self.layout.virtual(result.released), result.origin)
+        connection = self.state.connections.get(result.origin) if result.won else None
+        if connection is not None:  # vouch for its key to our apps of its group: they take its joins now
+            notice = {"type": "member", "origin": connection.origin, "key": connection.key}
+            self._notify(connection.group, connection.origin, notice)
         future = self._claims.get((result.topic, result.origin)) if monitor == self.id else None
         if future is not None and not future.done():
             future.set_result(result.won)
 
-    def _left(self, connection: Connection | None, monitor: str) -> None:
+    def _left(self, connection: Connection | None, reason: str) -> None:
         if connection is None:
             return
         log.info("Member %s left", connection.origin)
@@ -315,9 +342,26 @@ class PresenceMonitor:
             connection.name,
             connection.version,
         )
-        if monitor == self.id:  # the monitor that saw it go tells the app's group
-            leave = {"type": "leave", "origin": connection.origin}
-            self._spawn(self._publish(leave, partition=connection.group))
+        # every monitor tells its own apps of the group; an app moving between monitors gets the list again
+        notice = {"type": "gone", "origin": connection.origin, "reason": reason}
+        self._notify(connection.group, connection.origin, notice)
+
+    def _notify(self, group: int, about: str, notice: dict[str, Any]) -> None:
+        text = json.dumps(notice)
+        for origin, session in list(self.sessions.items()):
+            if session.group != group or origin == about:
+                continue
+            try:
+                session.notices.put_nowait(text)
+            except asyncio.QueueFull:
+                log.warning(
+                    "Member %s reads no mesh notices (%d waiting): disconnected", origin, MAX_PENDING_NOTICES
+                )
+                self._spawn(session.websocket.close(1013, "too many unread mesh notices"))
+
+    async def _send_notices(self, session: Session) -> None:
+        while True:
+            await session.websocket.send_text(await session.notices.get())
 
     def _spawn(self, coro: Any) -> None:
         asyncio.get_running_loop().create_task(coro).add_done_callback(_log_failure)

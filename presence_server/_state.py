@@ -29,6 +29,7 @@ class Connection:
     monitor: str
     updated: str = ""
     seq: int = 0
+    key: str = ""  # the app's public key (Ed25519, base64), vouched for to its group
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,8 +67,10 @@ class MeshState:
         if not isinstance(info, dict):
             raise TypeError("claim info must be a map")
         previous = self.connections.get(origin)
-        if not all(isinstance(info.get(k), str) for k in ("name", "version", "personality", "created")):
-            raise TypeError("claim info needs name, version, personality and created as strings")
+        if not all(
+            isinstance(info.get(k), str) for k in ("name", "version", "personality", "created", "key")
+        ):
+            raise TypeError("claim info needs name, version, personality, created and key as strings")
         group = info.get("group")
         if not isinstance(group, int) or isinstance(group, bool) or not 1 <= group <= 10_000:
             raise ValueError(f"claim info group {group!r} is not a closed user group number")
@@ -82,6 +85,7 @@ class MeshState:
             monitor=monitor,
             updated=_now_iso(),
             seq=previous.seq if previous else 0,
+            key=info["key"][:100],
         )
         released = None  # only now that the claim is well formed does anything change
         if previous is not None and previous.topic != topic and self.holders.get(previous.topic) == origin:
@@ -187,6 +191,7 @@ _CONNECTION_TYPES = {
     "monitor": str,
     "updated": str,
     "seq": int,
+    "key": str,
 }
 
 

@@ -30,6 +30,7 @@ from meshkit.devbroker import DevBroker
 from meshkit.mesh import MONITOR_TOPIC
 from meshkit.mesh._frames import EVERYONE, control_record, event_records
 from presence_server.dashboard import RouteBook
+from tests.identities import PUBLIC_KEY
 from tests.servers import REPO, UvicornProcess
 
 MONITOR_APP = "presence_server.main:app"
@@ -120,7 +121,7 @@ async def test_api_mesh_shows_connections_monitors_and_joins_and_leaves(
     assert {"name": MONITOR_TOPIC, "partitions": 11} in before["topics"]
 
     hello = {"type": "hello", "name": "orders <b>&amp;</b>", "version": "2.1.0", "personality": "APP"}
-    hello |= {"group": 1, "created": "2026-11-25T10:00:00.000Z"}
+    hello |= {"group": 1, "created": "2026-11-25T10:00:00.000Z", "key": PUBLIC_KEY}
     url = f"ws://127.0.0.1:{standalone_monitor.port}/ws/presence/{ORIGIN_A}"
     async with connect(url) as ws:
         await ws.send(json.dumps(hello))

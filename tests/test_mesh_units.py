@@ -10,6 +10,7 @@ import pytest
 from meshkit.mesh import Peer, RoutingTable, TopicLayout
 from meshkit.mesh._frames import EVERYONE, FrameError, Reassembler, control_record, event_records, parse
 from presence_server._state import MeshState
+from tests.identities import PUBLIC_KEY
 
 # -- virtual topics ------------------------------------------------------------------------------------------
 
@@ -166,6 +167,7 @@ INFO = {
     "personality": "APP",
     "group": 1,
     "created": "2026-11-25T00:00:00.000Z",
+    "key": PUBLIC_KEY,
 }
 
 

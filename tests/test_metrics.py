@@ -19,6 +19,7 @@ from meshkit import AppError, EventEnvelope, FunctionRegistry, PostOffice, creat
 from meshkit._metrics import LATENCY_BUCKETS, make_registry
 from meshkit.mesh._frames import event_record
 from tests.bus import running_platform
+from tests.identities import PUBLIC_KEY
 from tests.observability import two_platform_mesh
 from tests.servers import UvicornProcess
 
@@ -193,7 +194,7 @@ async def test_the_presence_monitor_counts_its_connections() -> None:
         origin = "20261125" + "c3" * 16
         hello = {"type": "hello", "name": "metrics-app", "version": "1.0", "personality": "APP", "group": 1}
         async with connect(f"ws://127.0.0.1:{monitor.port}/ws/presence/{origin}") as ws:
-            await ws.send(json.dumps(hello | {"created": "2026-11-25T10:00:00.000Z"}))
+            await ws.send(json.dumps(hello | {"created": "2026-11-25T10:00:00.000Z", "key": PUBLIC_KEY}))
             assert json.loads(await ws.recv())["type"] == "ready"
             deadline = time.monotonic() + 5
             while await connections() != 1:

@@ -11,6 +11,7 @@ from websockets.asyncio.client import connect
 
 from meshkit import AppConfig, AppError, EventEnvelope, Platform, PostOffice, decode, encode
 from meshkit._security import MeshKeys
+from tests.identities import PUBLIC_KEY
 from tests.servers import UvicornProcess
 
 KEYS = "new-key-7f3a,old-key-91bc"  # rotation: the first is presented, either is accepted
@@ -104,6 +105,7 @@ async def test_the_presence_monitor_admits_only_apps_with_a_key() -> None:
             "group": 1,
             "created": "2026-11-25T00:00:00.000Z",
             "topic": None,
+            "key": PUBLIC_KEY,
         }
         async with connect(url, additional_headers={"x-mesh-key": "wrong"}) as ws:
             refusal = json.loads(await ws.recv())
@@ -121,7 +123,7 @@ async def test_the_presence_monitor_admits_only_apps_with_a_key() -> None:
             assert ready["type"] == "ready" and ready["topic"] == "multiplex.0001-000"
 
 
-def test_control_messages_are_signed_and_verified_with_any_current_key() -> None:
+def test_the_monitors_log_is_signed_and_verified_with_any_current_key() -> None:
     sender = MeshKeys(AppConfig.load(argv=[], environ={}, overrides={"mesh.api.key": "old-key-91bc"}))
     receiver = MeshKeys(AppConfig.load(argv=[], environ={}, overrides={"mesh.api.key": KEYS}))
     outsider = MeshKeys(AppConfig.load(argv=[], environ={}, overrides={"mesh.api.key": "stolen-laptop"}))
@@ -130,28 +132,3 @@ def test_control_messages_are_signed_and_verified_with_any_current_key() -> None
     assert not receiver.verify(leave)  # unsigned
     assert not receiver.verify(outsider.sign(leave))
     assert not receiver.verify({**sender.sign(leave), "origin": "20261125" + "cd" * 16})  # tampered
-
-
-async def test_a_mesh_node_ignores_unsigned_control_messages(caplog: pytest.LogCaptureFixture) -> None:
-    from meshkit.connectors.memory import MemoryBroker, MemoryConnector
-    from meshkit.mesh import MeshNode
-
-    config = AppConfig.load(argv=[], environ={}, overrides={"mesh.api.key": KEYS})
-    platform = Platform(config, name="guarded", functions=[])
-    node = MeshNode(platform, MemoryConnector(MemoryBroker()))
-    join = {
-        "type": "join",
-        "origin": ORIGIN,
-        "name": "intruder",
-        "version": "1",
-        "personality": "APP",
-        "topic": "multiplex.0001-005",
-        "routes": ["hello.pojo"],
-    }
-    node._on_control(join)
-    assert node.table.origins("hello.pojo") == []
-    assert "missing or bad signature" in caplog.text
-    node._on_control(MeshKeys(config).sign(join) | {"type": "peer"})  # a peer answer signed with a key
-    assert node.table.origins("hello.pojo") == []  # the signature covered "join": changing it breaks it
-    node._on_control(MeshKeys(config).sign({**join, "type": "peer"}))
-    assert node.table.origins("hello.pojo") == [ORIGIN]

@@ -8,6 +8,7 @@ from typing import Any
 
 from meshkit._config import AppConfig, ConfigError
 from meshkit._functions import AppError, FunctionSpec
+from meshkit._identity import Identity, public_key, signed_by
 from meshkit._platform import Platform
 from meshkit._security import MeshKeys
 from meshkit.connectors import Connector
@@ -16,12 +17,14 @@ from meshkit.mesh._presence import PresenceClient
 from meshkit.mesh._table import MeshRouter, Peer, RoutingTable
 from meshkit.mesh._topics import DEFAULT_MAX_GROUPS, MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._transport import EventTransport
+from meshkit.mesh._vouched import ORIGIN, VouchedKeys
 from meshkit.mesh._watchdog import ConnectorWatchdog
 
 log = logging.getLogger("meshkit.mesh")
 
 HEALTH_ROUTE = "cloud.connector.health"
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+PEER_MESSAGES = ("join", "peer", "routes")  # what apps say to each other; the rest comes from monitors
 
 
 def mesh_settings(config: AppConfig) -> tuple[TopicLayout, int, int]:
@@ -45,6 +48,8 @@ class MeshNode:
         self.connector = connector
         self.layout, self.group, self.groups = mesh_settings(config)
         self.keys = MeshKeys(config)
+        self.identity = Identity()
+        self.vouched = VouchedKeys()
         self.table = RoutingTable()
         self.transport = EventTransport(
             platform,
@@ -62,9 +67,14 @@ class MeshNode:
             group=self.group,
             keepalive=config.get_float("presence.keepalive", 2.0),
             on_ready=self._on_ready,
+            on_notice=self._on_notice,
+            public_key=self.identity.public_key,
             headers=self.keys.headers(),
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recheck: asyncio.TimerHandle | None = None
+        # a peer missing from a new monitor's list may just be one its log has not reached yet
+        self.recheck_after = config.get_float("presence.recheck", 3.0)
         self.watchdog = ConnectorWatchdog(
             f"The {connector.name} connector ({connector.href})",
             self._probe,
@@ -85,6 +95,8 @@ class MeshNode:
 
     async def stop(self) -> None:
         await self.watchdog.stop()
+        if self._recheck is not None:
+            self._recheck.cancel()
         await self.presence.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
@@ -92,8 +104,9 @@ class MeshNode:
         await self.transport.close()
         await self.connector.close()
 
-    # -- presence ------------------------------------------------------------------------------------------
-    async def _on_ready(self, topic_name: str, monitor: str) -> None:
+    # -- presence --------------------------------------------------------------------------------------------
+    async def _on_ready(self, topic_name: str, monitor: str, members: object = None) -> None:
+        self._members(members)
         topic = self.layout.parse(topic_name)
         await self.connector.ensure_topic(topic.topic, self.layout.partitions_per_topic)
         await self.transport.listen(topic)
@@ -112,7 +125,7 @@ class MeshNode:
         }
 
     async def _publish_group(self, message: dict[str, Any]) -> None:
-        await self.transport.publish_control(MONITOR_TOPIC, self.group, EVERYONE, self.keys.sign(message))
+        await self.transport.publish_control(MONITOR_TOPIC, self.group, EVERYONE, self.identity.sign(message))
 
     def _background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -130,14 +143,79 @@ class MeshNode:
         change = {"add" if added else "remove": [spec.route]}
         self._background(self._publish_group({"type": "routes", "origin": self.platform.origin, **change}))
 
-    # -- control messages from peers and monitors ----------------------------------------------------------
+    # -- what the presence monitor says: which peers it vouches for, and which are gone ----------------------
+    def _members(self, members: object) -> None:
+        """The monitor's list of our group (origin -> public key), given when we connect to it."""
+        keys = {}
+        for origin, key in members.items() if isinstance(members, dict) else ():
+            try:
+                keys[str(origin)] = public_key(key)
+            except ValueError as exc:
+                log.warning("Presence monitor vouched for %s with a bad key: %s", str(origin)[:80], exc)
+        self._replay(self.vouched.replace(keys))
+        if set(self.table.peers) - self.vouched.origins():
+            if self._recheck is not None:
+                self._recheck.cancel()
+            self._recheck = asyncio.get_running_loop().call_later(self.recheck_after, self._drop_unvouched)
+
+    def _drop_unvouched(self) -> None:
+        for origin in sorted(set(self.table.peers) - self.vouched.origins()):
+            self._gone(origin, "no presence monitor vouches for it any more")
+
+    def _on_notice(self, notice: dict[str, Any]) -> None:
+        kind, origin = notice.get("type"), notice.get("origin")
+        if not isinstance(origin, str) or not ORIGIN.fullmatch(origin):
+            log.warning("Ignored a %s notice from the presence monitor without a valid origin", kind)
+        elif kind == "member":
+            try:
+                key = public_key(notice.get("key"))
+            except ValueError as exc:
+                log.warning("Presence monitor vouched for %s with a bad key: %s", origin, exc)
+                return
+            self._replay(self.vouched.vouch(origin, key))
+        elif kind == "gone":
+            self._gone(origin, str(notice.get("reason") or "left"))
+        else:
+            log.warning("Ignored a %r notice from the presence monitor", kind)
+
+    def _replay(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            try:
+                self._on_control(message)
+            except FrameError as exc:
+                log.warning("Skipped a held control message: %s", exc)
+
+    def _gone(self, origin: str, reason: str) -> None:
+        self.vouched.forget(origin)
+        gone = self.table.leave(origin)
+        self.transport.return_addresses.pop(origin, None)
+        name = f"{gone.name} {gone.version}" if gone else "an app that left"
+        failed = self.platform.fail_requests_to(origin, f"Peer {origin} ({name}) left before replying")
+        if failed:
+            log.warning("%d request%s to %s failed: %s", failed, "" if failed == 1 else "s", origin, reason)
+
+    # -- control messages from peers, over the broker --------------------------------------------------------
     def _on_control(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         origin = message.get("origin")
-        if not self.keys.verify(message):
-            log.warning("Refused a %s control message for %s: missing or bad signature", kind, origin)
+        if kind not in PEER_MESSAGES:
+            if kind == "leave":  # only a monitor knows an app has gone, and it says so on the websocket
+                log.warning("Refused a leave control message for %s: leaves come from the monitor", origin)
+                return
+            raise FrameError(f"unknown control message {kind!r}")
+        if not isinstance(origin, str) or not ORIGIN.fullmatch(origin):
+            raise FrameError(f"a {kind} control message without a valid origin")
+        if origin == self.platform.origin:
             return
-        if not isinstance(origin, str) or origin == self.platform.origin:
+        key = self.vouched.key(origin)
+        if key is None:
+            if not self.vouched.hold(origin, message):
+                log.warning(
+                    "Dropped a %s control message for %s: not vouched for, too many held", kind, origin
+                )
+            return
+        if not signed_by(key, message):
+            log.warning("Refused a %s control message for %s: not signed by that app's key", kind, origin)
             return
         if kind in ("join", "peer"):
             peer = self._peer(message)
@@ -146,22 +224,13 @@ class MeshNode:
                 me = {"type": "peer", **self._me(), "routes": self.platform.public_routes()}
                 self._background(
                     self.transport.publish_control(
-                        peer.topic.topic, peer.topic.partition, peer.origin, self.keys.sign(me)
+                        peer.topic.topic, peer.topic.partition, peer.origin, self.identity.sign(me)
                     )
                 )
-        elif kind == "leave":
-            gone = self.table.leave(origin)
-            self.transport.return_addresses.pop(origin, None)
-            name = f"{gone.name} {gone.version}" if gone else "an app that left"
-            failed = self.platform.fail_requests_to(origin, f"Peer {origin} ({name}) left before replying")
-            if failed:
-                log.warning("%d request%s to %s failed: it left", failed, "" if failed == 1 else "s", origin)
-        elif kind == "routes":
+        else:
             self.table.update(
                 origin, add=set(_routes(message.get("add"))), remove=set(_routes(message.get("remove")))
             )
-        else:
-            raise FrameError(f"unknown control message {kind!r}")
 
     def _peer(self, message: dict[str, Any]) -> Peer:
         fields = {k: message.get(k) for k in ("origin", "name", "version", "personality", "topic")}
@@ -180,7 +249,7 @@ class MeshNode:
             set(_routes(message.get("routes"))),
         )
 
-    # -- cloud.connector.health ----------------------------------------------------------------------------
+    # -- cloud.connector.health ------------------------------------------------------------------------------
     async def _probe(self) -> None:
         # a loopback through our own partition once we have one: it fails when the broker lost the topic
         if self.transport.topic is not None:

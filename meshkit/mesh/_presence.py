@@ -22,7 +22,8 @@ from meshkit._platform import Platform
 
 log = logging.getLogger("meshkit.mesh.presence")
 
-OnReady = Callable[[str, str], Awaitable[None]]  # (virtual topic name, monitor id)
+OnReady = Callable[[str, str, object], Awaitable[None]]  # (virtual topic name, monitor id, group members)
+OnNotice = Callable[[dict[str, Any]], None]  # a peer vouched for ("member") or gone ("gone")
 
 
 class PresenceRefused(Exception):
@@ -38,6 +39,8 @@ class PresenceClient:
         group: int,
         keepalive: float,
         on_ready: OnReady,
+        on_notice: OnNotice,
+        public_key: str,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.platform = platform
@@ -45,6 +48,8 @@ class PresenceClient:
         self.group = group
         self.keepalive = keepalive
         self.on_ready = on_ready
+        self.on_notice = on_notice
+        self.public_key = public_key
         self.headers = headers or {}
         self.topic: str | None = None
         self.monitor: str | None = None
@@ -113,7 +118,7 @@ class PresenceClient:
                 raise websockets.InvalidMessage(f"unexpected answer {answer!r}")
             self.topic, self.monitor = answer["topic"], str(answer.get("monitor"))
             log.info("Connected %s, %s", target, self.topic)
-            await self.on_ready(self.topic, self.monitor)
+            await self.on_ready(self.topic, self.monitor, answer.get("members"))
             self.connected.set()
             keepalive = asyncio.create_task(self._keep_alive(ws))
             try:
@@ -136,6 +141,7 @@ class PresenceClient:
             "group": self.group,
             "created": self._created,
             "topic": self.topic,
+            "key": self.public_key,
         }
 
     async def _keep_alive(self, ws: ClientConnection) -> None:
@@ -151,5 +157,9 @@ class PresenceClient:
         except ValueError:
             log.warning("Ignored a message from the presence monitor that is not JSON")
             return
-        if isinstance(data, dict) and data.get("type") == "error":
+        if not isinstance(data, dict):
+            log.warning("Ignored a message from the presence monitor that is not a JSON object")
+        elif data.get("type") == "error":
             log.error("Presence monitor: %s", data.get("message"))
+        elif data.get("type") in ("member", "gone"):
+            self.on_notice(data)

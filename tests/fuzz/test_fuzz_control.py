@@ -29,10 +29,12 @@ from hypothesis import strategies as st
 from starlette.websockets import WebSocketDisconnect
 
 from meshkit import FunctionRegistry, Platform
+from meshkit._identity import Identity
 from meshkit.connectors import ConnectorError
 from meshkit.connectors.memory import MemoryBroker, MemoryConnector
-from meshkit.mesh import TopicLayout
+from meshkit.mesh import MeshNode, TopicLayout
 from meshkit.mesh._frames import EVERYONE, FrameError, control_record
+from meshkit.mesh._vouched import ORIGIN
 from presence_server._monitor import PresenceMonitor, Session
 from tests.fuzz import (
     TOPIC_A,
@@ -54,6 +56,7 @@ from tests.fuzz import (
     values,
     wire_bytes,
 )
+from tests.identities import PUBLIC_KEY
 
 pytestmark = pytest.mark.timeout(fuzz_timeout(0.05))
 
@@ -89,18 +92,21 @@ def test_mesh_node_control_messages(app: App) -> None:
     node, placeholders = app.app.node, {"$SELF": app.app.platform.origin}
 
     @fuzz_settings()
-    @given(st.lists(control_messages(), min_size=1, max_size=4))
-    def one_input(messages: list[Any]) -> None:
+    @given(st.lists(st.tuples(control_messages(), st.booleans()), min_size=1, max_size=4))
+    def one_input(messages: list[tuple[Any, bool]]) -> None:
         tally("3 MeshNode._on_control")
         app.errors.take()
         node.table.__init__()  # type: ignore[misc]  # each input starts with no peers: it stands on its own
+        node.vouched.__init__()  # type: ignore[misc]
         node.transport.return_addresses.clear()
 
         async def apply() -> None:
-            for message in messages:
+            for message, vouched in messages:
                 message = substitute(message, placeholders)
                 if not isinstance(message, dict):
                     continue  # the transport refuses those before: "control record without a map"
+                if vouched:  # most of what matters happens past the signature: sign as a vouched peer
+                    message = vouch_and_sign(node, message)
                 try:
                     node._on_control(message)
                 except FrameError:
@@ -114,6 +120,21 @@ def test_mesh_node_control_messages(app: App) -> None:
         assert not new, f"errors logged for {describe(messages, 2000)}:\n" + "\n".join(new)
 
     one_input()
+
+
+PEER = Identity()
+
+
+def vouch_and_sign(node: MeshNode, message: dict[Any, Any]) -> dict[Any, Any]:
+    """The message signed by a peer the monitor vouched for (when it names an origin one could have)."""
+    origin = message.get("origin")
+    if not isinstance(origin, str) or not ORIGIN.fullmatch(origin):
+        return message
+    node._on_notice({"type": "member", "origin": origin, "key": PEER.public_key})
+    try:
+        return PEER.sign(message)
+    except (OverflowError, TypeError, ValueError):  # not packable: it stays unsigned
+        return message
 
 
 # -- the monitor: service.monitor partition 0 ---------------------------------------------------------------
@@ -134,6 +155,7 @@ CONNECTION_FIELDS = {
     "monitor": NAMES,
     "updated": text,
     "seq": NUMBERS,
+    "key": text,
 }
 
 
@@ -151,7 +173,14 @@ def connection_maps(draw: st.DrawFn) -> Any:
 
 HELLO_INFO = st.one_of(
     st.fixed_dictionaries(  # what a monitor puts in a claim
-        {"name": text, "version": text, "personality": text, "group": st.integers(1, 10), "created": text}
+        {
+            "name": text,
+            "version": text,
+            "personality": text,
+            "group": st.integers(1, 10),
+            "created": text,
+            "key": text,
+        }
     ),
     st.fixed_dictionaries(
         {},
@@ -161,6 +190,7 @@ HELLO_INFO = st.one_of(
             "personality": text | values(1),
             "group": NUMBERS,
             "created": text | values(1),
+            "key": text | values(1),
         },
     ),
 )
@@ -226,7 +256,14 @@ def monitor_records(draw: st.DrawFn) -> Any:
     return {"type": "control", "origin": origin, "payload": draw(monitor_messages())}
 
 
-INFO = {"name": "a", "version": "1", "personality": "APP", "group": 1, "created": "2026-01-01T00:00:00.000Z"}
+INFO = {
+    "name": "a",
+    "version": "1",
+    "personality": "APP",
+    "group": 1,
+    "created": "2026-01-01T00:00:00.000Z",
+    "key": PUBLIC_KEY,
+}
 
 
 def control(**message: Any) -> dict[str, Any]:
@@ -403,7 +440,7 @@ def test_keepalives_then_housekeeping(monitor: Monitor) -> None:
     def one_input(texts: list[str | None]) -> None:
         tally("3 PresenceMonitor keep-alives + _tick")
         monitor.reset()
-        session = Session(FakeWebSocket(), time.monotonic())  # type: ignore[arg-type]
+        session = Session(FakeWebSocket(), time.monotonic(), 1)  # type: ignore[arg-type]
         monitor.monitor.sessions[origin] = session
         for text_frame in texts:
             message = {"type": "websocket.receive", "text": text_frame}

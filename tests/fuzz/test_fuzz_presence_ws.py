@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import ClientConnection, connect
 
 from tests.fuzz import fuzz_settings, fuzz_timeout, tally, text
+from tests.identities import PUBLIC_KEY
 from tests.servers import UvicornProcess
 
 SHARE = 0.2  # a connection costs a few milliseconds: a fifth of the inputs of the other targets
@@ -77,6 +78,7 @@ GOOD_HELLOS = st.fixed_dictionaries(
         "personality": st.sampled_from(["APP", "REST", "RESOURCES"]),
         "group": st.integers(1, 10),
         "created": ISO,
+        "key": st.just(PUBLIC_KEY),
     },
     optional={"topic": st.none() | st.sampled_from(["multiplex.0001-003", "multiplex.0002-000"])},
 )
@@ -97,6 +99,7 @@ BAD_HELLOS = st.fixed_dictionaries(
         "personality": text | long_text | json_scalar,
         "group": st.integers(-1, 12) | st.integers() | st.floats(allow_nan=False) | st.booleans() | text,
         "created": ISO | text | json_scalar,
+        "key": st.just(PUBLIC_KEY) | text | json_scalar,
         "topic": TOPIC_NAMES | json_values,
         "origin": text,
     },
@@ -147,7 +150,7 @@ class Visit:
 def known_visit(origin: str, vanishes: str | None = None) -> Visit:
     """A well-formed hello from `origin` ("fresh": a good one): the explicit examples of failures found."""
     hello = {"type": "hello", "name": "0", "version": "1.0.0", "personality": "APP", "group": 1}
-    first = Frame("text", json.dumps({**hello, "created": "2026-01-01T00:00:00.000Z"}))
+    first = Frame("text", json.dumps({**hello, "created": "2026-01-01T00:00:00.000Z", "key": PUBLIC_KEY}))
     return Visit(origin, origin == "fresh", first, True, [], vanishes)
 
 
@@ -373,7 +376,7 @@ def assert_still_serving(monitor: UvicornProcess) -> None:
         me = info.json()["origin"]
         with connect(ws_url(monitor, fresh_origin()), open_timeout=10) as ws:
             hello = {"type": "hello", "name": "after", "version": "1", "personality": "APP", "group": 1}
-            ws.send(json.dumps({**hello, "created": "2026-01-01T00:00:00.000Z"}))
+            ws.send(json.dumps({**hello, "created": "2026-01-01T00:00:00.000Z", "key": PUBLIC_KEY}))
             assert json.loads(ws.recv(timeout=10))["type"] == "ready"
 
         def own_heartbeat() -> str:

@@ -1,0 +1,63 @@
+"""Who said it: each process signs its control messages with its own Ed25519 key.
+
+The shared mesh key only says "a member wrote this"; any member could still claim to be another. So each app
+makes a key pair at start, shows the public half to its presence monitor (over the admitted websocket), and
+the monitors vouch for origin -> public key to the app's group. A peer takes a join, route change or answer
+only when it is signed by the key vouched for that origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+SIGNATURE = "sig"
+PUBLIC_KEY_CHARS = 44  # base64 of 32 bytes
+
+
+class Identity:
+    """This process's signing key; the private half never leaves it."""
+
+    def __init__(self) -> None:
+        self._private = Ed25519PrivateKey.generate()
+        self.public_key = base64.b64encode(self._private.public_key().public_bytes_raw()).decode()
+
+    def sign(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The message with `sig`, an Ed25519 signature of its MsgPack form."""
+        unsigned = {k: v for k, v in message.items() if k != SIGNATURE}
+        signature = self._private.sign(_signed_bytes(unsigned))
+        return {**unsigned, SIGNATURE: base64.b64encode(signature).decode()}
+
+
+def public_key(text: object) -> Ed25519PublicKey:
+    """The key a base64 text stands for; ValueError when it is not one."""
+    if not isinstance(text, str) or len(text) != PUBLIC_KEY_CHARS:
+        raise ValueError("a public key is 44 characters of base64")
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not an Ed25519 public key: {exc}") from None
+
+
+def signed_by(key: Ed25519PublicKey, message: dict[str, Any]) -> bool:
+    """True when `sig` is the signature of the rest of the message under `key`."""
+    signature = message.get(SIGNATURE)
+    if not isinstance(signature, str) or len(signature) > 100:
+        return False
+    try:
+        unsigned = {k: v for k, v in message.items() if k != SIGNATURE}
+        key.verify(base64.b64decode(signature, validate=True), _signed_bytes(unsigned))
+    except (InvalidSignature, binascii.Error, ValueError, TypeError):
+        return False
+    return True
+
+
+def _signed_bytes(message: dict[str, Any]) -> bytes:
+    packed = msgpack.packb(message, use_bin_type=True)
+    assert isinstance(packed, bytes)
+    return packed
