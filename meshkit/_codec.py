@@ -11,6 +11,7 @@ import decimal
 import enum
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -105,6 +106,57 @@ def encode(event: EventEnvelope) -> bytes:
     return pack(envelope_to_map(event))
 
 
+Buffer = bytes | bytearray | memoryview
+
+
+def encode_split(event: EventEnvelope) -> tuple[bytes, Buffer] | None:
+    """The envelope as two pieces whose concatenation is its wire form: a head, then the body's own bytes.
+
+    For a bytes or str body (None otherwise): the head is the map with "body" last and the body's MsgPack
+    bin/str header, so a large body is never packed into, or copied out of, a whole-envelope buffer.
+    """
+    body = event.body
+    if isinstance(body, str):
+        try:
+            data: Buffer = body.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CodecError(f"cannot encode event: {exc}") from exc
+        marker = _str_header(len(data))
+    elif isinstance(body, bytes | bytearray):
+        data, marker = body, bin_header(len(body))
+    else:
+        return None
+    fields = envelope_to_map(event)
+    del fields["body"]
+    packed = pack(fields)
+    count = len(fields)  # at most 16 without the body: a fixmap, or a map16 header (3 bytes) for 16
+    rest = packed[1:] if count < 16 else packed[3:]
+    return b"".join((_map_header(count + 1), rest, b"\xa4body", marker)), data
+
+
+def _map_header(count: int) -> bytes:
+    return bytes((0x80 | count,)) if count < 16 else b"\xde" + count.to_bytes(2, "big")
+
+
+def bin_header(size: int) -> bytes:
+    """The MsgPack bin marker and length that precede `size` bytes."""
+    if size < 0x100:
+        return bytes((0xC4, size))
+    if size < 0x10000:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
+
+
+def _str_header(size: int) -> bytes:
+    if size < 32:
+        return bytes((0xA0 | size,))
+    if size < 0x100:
+        return bytes((0xD9, size))
+    if size < 0x10000:
+        return b"\xda" + size.to_bytes(2, "big")
+    return b"\xdb" + size.to_bytes(4, "big")
+
+
 def pack(value: dict[str, Any]) -> bytes:
     """MsgPack with the wire format's rules (models, datetimes... as plain data); CodecError otherwise."""
     packer = getattr(_packers, "packer", None)
@@ -140,6 +192,75 @@ def decode(data: bytes | bytearray | memoryview) -> EventEnvelope:
     if not isinstance(raw, dict):
         raise CodecError(f"an event envelope is a MsgPack map, got {type(raw).__name__}")
     return envelope_from_map(raw)
+
+
+# how far into the first piece decode_pieces looks for the head: larger heads take the general path
+_HEAD_LIMIT = 4096
+# MsgPack bin/str markers whose length follows in 1, 2 or 4 bytes -> (length bytes, is str)
+_LONG_MARKERS = {0xC4: (1, False), 0xC5: (2, False), 0xC6: (4, False), 0xD9: (1, True), 0xDA: (2, True)}
+_LONG_MARKERS[0xDB] = (4, True)
+
+
+def decode_pieces(pieces: Sequence[Buffer]) -> EventEnvelope:
+    """The envelope whose wire form is the concatenation of `pieces` (the segments of a large event).
+
+    When the body comes last and is bin or str (as `encode_split` writes it), the body is joined straight
+    out of the pieces: one copy, no whole-envelope buffer. Anything else is joined and `decode`d, so the
+    result, and every CodecError, is what `decode` gives for the joined bytes.
+    """
+    if len(pieces) > 1:
+        split = split_trailing(pieces[0], "body", sum(len(piece) for piece in pieces))
+        if split is not None:
+            raw, offset, is_str = split
+            body = b"".join([memoryview(pieces[0])[offset:], *pieces[1:]])
+            if not is_str:
+                raw["body"] = body
+                return envelope_from_map(raw)
+            try:
+                raw["body"] = body.decode("utf-8")
+                return envelope_from_map(raw)
+            except UnicodeDecodeError:
+                pass  # decode() below words the error
+    return decode(b"".join(pieces))
+
+
+def split_trailing(data: Buffer, key: str, total: int) -> tuple[dict[Any, Any], int, bool] | None:
+    """A MsgPack map at the start of `data` whose last entry is `key` with a bin or str value that ends at
+    byte `total` (of `data` and what follows it): (the other entries, where that value starts, is it str).
+
+    Only the head is unpacked (bounded: _HEAD_LIMIT bytes), so the value itself is never copied here.
+    None for anything else (the caller then unpacks the usual way and reports what is wrong).
+    """
+    head = memoryview(data)[:_HEAD_LIMIT]
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_refuse_ext)
+    unpacker.feed(head)
+    raw: dict[Any, Any] = {}
+    try:
+        count = unpacker.read_map_header()
+        for _ in range(count - 1):
+            name = unpacker.unpack()
+            raw[name] = unpacker.unpack()
+        if count < 1 or unpacker.unpack() != key:
+            return None
+        start = unpacker.tell()
+    except Exception:  # not a map, a head past the limit, garbage
+        return None
+    if start >= len(head):
+        return None
+    marker = head[start]
+    if 0xA0 <= marker <= 0xBF:
+        width, is_str, size = 0, True, marker & 0x1F
+    elif marker in _LONG_MARKERS:
+        width, is_str = _LONG_MARKERS[marker]
+        if start + 1 + width > len(head):
+            return None
+        size = int.from_bytes(head[start + 1 : start + 1 + width], "big")
+    else:
+        return None
+    offset = start + 1 + width
+    if offset + size != total:  # the value must end the map, and nothing may follow it
+        return None
+    return raw, offset, is_str
 
 
 def envelope_from_map(raw: dict[Any, Any]) -> EventEnvelope:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
-from meshkit._codec import envelope_to_map, pack
+from meshkit._codec import Buffer, bin_header, envelope_to_map, pack
 from meshkit._envelope import EventEnvelope
 
 EVERYONE = "*"
@@ -39,28 +39,42 @@ def event_record(origin: str, event: EventEnvelope, reply: str | None = None) ->
 
 
 def event_records(
-    origin: str, event_bytes: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
+    origin: str, event_bytes: Buffer, segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
 ) -> list[bytes]:
     """One record, or segments of at most `segment_size` payload bytes when the event is larger."""
     if len(event_bytes) <= segment_size:
         return [pack({"type": "event", "origin": origin, "reply": reply, "payload": event_bytes})]
+    return segment_records(origin, (event_bytes,), segment_size, reply)
+
+
+def segment_records(
+    origin: str, pieces: Sequence[Buffer], segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
+) -> list[bytes]:
+    """The segments of the event whose bytes are the concatenation of `pieces` (e.g. a head and a body).
+
+    Each record is one map, `payload` last, put together from its packed head and slices of the pieces:
+    every byte of the event is copied once, into its record, and no whole-event buffer is built.
+    """
+    total = sum(len(piece) for piece in pieces)
+    count = (total + segment_size - 1) // segment_size
     message_id = f"{_prefix}{next(_counter):x}"
-    count = (len(event_bytes) + segment_size - 1) // segment_size
-    view = memoryview(event_bytes)  # slices without copies: packing each segment copies it once
-    return [
-        pack(
-            {
-                "type": "segment",
-                "origin": origin,
-                "reply": reply,
-                "id": message_id,
-                "index": n,
-                "count": count,
-                "payload": view[n * segment_size : (n + 1) * segment_size],
-            }
-        )
-        for n in range(count)
-    ]
+    common = pack({"type": "segment", "origin": origin, "reply": reply, "id": message_id, "count": count})
+    common = b"\x87" + common[1:]  # a fixmap of 5 fields, made one of 7: index and payload follow
+    views = [memoryview(piece) for piece in pieces]
+    records: list[bytes] = []
+    current, at = 0, 0  # the piece being cut, and where in it
+    for n in range(count):
+        size = min(segment_size, total - n * segment_size)
+        parts: list[Buffer] = [common, b"\xa5index", msgpack.packb(n), b"\xa7payload", bin_header(size)]
+        while size:
+            taken = views[current][at : at + size]
+            parts.append(taken)
+            size -= len(taken)
+            at += len(taken)
+            if at == len(views[current]):
+                current, at = current + 1, 0
+        records.append(b"".join(parts))
+    return records
 
 
 def control_record(origin: str, message: dict[str, Any]) -> bytes:
@@ -100,6 +114,11 @@ class Reassembler:
 
     def add(self, frame: dict[str, Any]) -> bytes | None:
         """The whole event once its last segment arrives; None while parts are missing."""
+        pieces = self.add_pieces(frame)
+        return None if pieces is None else b"".join(pieces)
+
+    def add_pieces(self, frame: dict[str, Any]) -> list[bytes] | None:
+        """The segment payloads in order once the last arrives (their concatenation is the event)."""
         message_id, index, count, payload = (
             frame.get("id"),
             frame.get("index"),
@@ -134,7 +153,7 @@ class Reassembler:
         if len(partial.parts) < count:
             return None
         self._drop(message_id)
-        return b"".join(partial.parts[n] for n in range(count))
+        return [partial.parts[n] for n in range(count)]
 
     def _drop(self, message_id: str) -> None:
         partial = self._partials.pop(message_id, None)

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from meshkit._codec import CodecError, decode, encode, envelope_from_map
+from meshkit._codec import CodecError, decode, decode_pieces, encode, encode_split, envelope_from_map
 from meshkit._envelope import EventEnvelope
 from meshkit._functions import AppError
 from meshkit._platform import Platform
@@ -22,6 +22,7 @@ from meshkit.mesh._frames import (
     event_record,
     event_records,
     parse,
+    segment_records,
 )
 from meshkit.mesh._loopback import Loopback
 from meshkit.mesh._topics import TopicLayout, VirtualTopic
@@ -99,11 +100,16 @@ class EventTransport:
             large = isinstance(body, bytes | str | bytearray) and len(body) > self.segment_size
             records = [] if large else [event_record(origin, event, reply)]
             if large or len(records[0]) > self.segment_size:  # large: the envelope's bytes, in segments
-                data = encode(event)
-                if len(data) > self.max_event_bytes:
-                    size, limit = len(data), self.max_event_bytes
+                # a bytes/str body is cut straight into the segments, after the envelope's head
+                pieces = encode_split(event) or (encode(event),)
+                size = sum(len(piece) for piece in pieces)
+                if size > self.max_event_bytes:
+                    limit = self.max_event_bytes
                     raise AppError(413, f"Event of {size} bytes exceeds max.event.size={limit}")
-                records = event_records(origin, data, self.segment_size, reply)
+                if size > self.segment_size:
+                    records = segment_records(origin, pieces, self.segment_size, reply)
+                else:  # only the one-record wrapper was too much: the envelope's bytes in one record
+                    records = event_records(origin, b"".join(pieces), self.segment_size, reply)
         except CodecError as exc:
             raise AppError(500, str(exc)) from exc
         for record in records:
@@ -172,12 +178,18 @@ class EventTransport:
             if isinstance(embedded, dict):
                 event = envelope_from_map(embedded)
             else:
-                payload = self._reassembler.add(frame) if kind == "segment" else frame.get("payload")
-                if payload is None:
-                    return
-                if not isinstance(payload, bytes):
-                    raise FrameError("event record without an envelope")
-                event = decode(payload)
+                if kind == "segment":
+                    pieces = self._reassembler.add_pieces(frame)
+                    if pieces is None:
+                        return
+                    event = decode_pieces(pieces)  # the body joined once, straight from the segments
+                else:
+                    payload = frame.get("payload")
+                    if payload is None:
+                        return
+                    if not isinstance(payload, bytes):
+                        raise FrameError("event record without an envelope")
+                    event = decode(payload)
             self._remember_sender(event, frame.get("reply"))
             self.received += 1
             if event.to == self.platform.inbox:
