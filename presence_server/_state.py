@@ -52,6 +52,10 @@ class MeshState:
         self.max_topics = max_topics
         self.connections: dict[str, Connection] = {}
         self.holders: dict[int, str] = {}
+        # topic -> when (in log order) it was last released: a topic never used, then the one free longest,
+        # is handed out first, so records left for a gone app rarely meet a newcomer, and logs grow evenly
+        self.released: dict[int, int] = {}
+        self._releases = 0
         self.monitors: dict[str, tuple[float, str]] = {}  # id -> (monotonic last seen, ISO time)
 
     # -- applying log messages -----------------------------------------------------------------------------
@@ -89,7 +93,7 @@ class MeshState:
         )
         released = None  # only now that the claim is well formed does anything change
         if previous is not None and previous.topic != topic and self.holders.get(previous.topic) == origin:
-            del self.holders[previous.topic]
+            self._release(previous.topic)
             released = previous.topic
         self.holders[topic] = origin
         self.connections[origin] = connection
@@ -103,8 +107,13 @@ class MeshState:
             return None
         del self.connections[origin]
         if self.holders.get(connection.topic) == origin:
-            del self.holders[connection.topic]
+            self._release(connection.topic)
         return connection
+
+    def _release(self, topic: int) -> None:
+        del self.holders[topic]
+        self._releases += 1
+        self.released[topic] = self._releases
 
     def heartbeat(self, message: dict[str, Any]) -> None:
         monitor = str(message["id"])
@@ -167,10 +176,9 @@ class MeshState:
 
     # -- questions -------------------------------------------------------------------------------------------
     def free_topic(self, limit: int, avoid: set[int]) -> int | None:
-        for index in range(limit):
-            if index not in self.holders and index not in avoid:
-                return index
-        return None
+        """The lowest never-used free topic, else the one released longest ago; None when all are taken."""
+        free = (index for index in range(limit) if index not in self.holders and index not in avoid)
+        return min(free, key=lambda index: (self.released.get(index, 0), index), default=None)
 
     def alive(self, monitor: str, within: float) -> bool:
         seen = self.monitors.get(monitor)

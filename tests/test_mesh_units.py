@@ -203,6 +203,23 @@ def test_leaving_releases_the_topic_and_moving_releases_the_old_one() -> None:
     assert state.leave("a") is None
 
 
+def test_a_released_topic_is_handed_out_again_last() -> None:
+    """Never-used topics first, then the one released longest ago: stray records for a gone app rarely
+    meet a newcomer, and the partitions' logs grow evenly."""
+    state = MeshState(max_topics=4)
+    for topic, origin in enumerate("abc"):
+        state.claim({"topic": topic, "origin": origin, "monitor": "m", "info": INFO})
+    state.leave("b")
+    state.leave("a")
+    assert state.free_topic(4, set()) == 3  # never used
+    state.claim({"topic": 3, "origin": "d", "monitor": "m", "info": INFO})
+    assert state.free_topic(4, set()) == 1  # released before topic 0
+    assert state.free_topic(4, {1}) == 0
+    state.claim({"topic": 1, "origin": "e", "monitor": "m", "info": INFO})
+    state.claim({"topic": 0, "origin": "f", "monitor": "m", "info": INFO})
+    assert state.free_topic(4, set()) is None
+
+
 def test_a_new_monitor_merges_a_snapshot_without_overwriting() -> None:
     old, new = MeshState(), MeshState()
     old.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO})
