@@ -111,14 +111,19 @@ class DevBroker:
             cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
             cmd += ["--storage-engine", "memory://tansu/"]
             if self._inherit_output:
-                self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             else:
                 fd, name = tempfile.mkstemp(prefix="meshkit-tansu-", suffix=".log")
                 self._log_path = Path(name)
                 with os.fdopen(fd, "wb") as out:
                     # Own session: a Ctrl-C meant for the test runner must not kill it before teardown.
                     self._proc = subprocess.Popen(
-                        cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+                        cmd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=out,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
                     )
             atexit.register(self.stop)
         try:
@@ -214,3 +219,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the process (thread) that started it dies,
+    so a runner killed without its teardown (SIGKILL, a timeout, os._exit) leaves no broker behind."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
