@@ -9,7 +9,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -25,26 +24,16 @@ from meshkit.mesh._loopback import Loopback
 from meshkit.mesh._vouched import ORIGIN
 from meshkit.mesh._watchdog import ConnectorWatchdog
 from presence_server._info import mesh_summary, parse_iso
+from presence_server._sessions import Session, Sessions
 from presence_server._state import ClaimResult, Connection, MeshState
 
 log = logging.getLogger("presence_server")
 
 HELLO_FIELDS = {"name": str, "version": str, "personality": str, "group": int, "created": str, "key": str}
-MAX_PENDING_NOTICES = 1000  # per app: one that reads none of them is dropped, and gets the list again
 
 
 class Refused(Exception):
     """A websocket the monitor will not serve; the message says why (the app logs it)."""
-
-
-@dataclass
-class Session:
-    websocket: WebSocket
-    last_seen: float
-    group: int
-    seq: int = 0
-    updated: str = ""
-    notices: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_PENDING_NOTICES))
 
 
 class PresenceMonitor:
@@ -70,7 +59,7 @@ class PresenceMonitor:
                 MONITOR_TOPIC,
             )
         self.state = MeshState(layout.max_virtual_topics)
-        self.sessions: dict[str, Session] = {}
+        self.sessions = Sessions()
         self._claims: dict[tuple[int, str], asyncio.Future[bool]] = {}
         self._loopback = Loopback(self.id)
         self._subscription: Subscription | None = None
@@ -158,7 +147,7 @@ class PresenceMonitor:
             log.info(
                 "Member %s joined (%s %s) from %s, %s", origin, hello["name"], hello["version"], client, name
             )
-            notifier = asyncio.create_task(self._send_notices(session), name=f"presence:notices:{origin}")
+            notifier = asyncio.create_task(session.send_notices(), name=f"presence:notices:{origin}")
             while True:
                 self._on_message(session, origin, await websocket.receive())
         except WebSocketDisconnect as exc:
@@ -347,21 +336,10 @@ class PresenceMonitor:
         self._notify(connection.group, connection.origin, notice)
 
     def _notify(self, group: int, about: str, notice: dict[str, Any]) -> None:
-        text = json.dumps(notice)
-        for origin, session in list(self.sessions.items()):
-            if session.group != group or origin == about:
-                continue
-            try:
-                session.notices.put_nowait(text)
-            except asyncio.QueueFull:
-                log.warning(
-                    "Member %s reads no mesh notices (%d waiting): disconnected", origin, MAX_PENDING_NOTICES
-                )
-                self._spawn(session.websocket.close(1013, "too many unread mesh notices"))
+        self.sessions.notify(group, about, notice, self._disconnect_slow_reader)
 
-    async def _send_notices(self, session: Session) -> None:
-        while True:
-            await session.websocket.send_text(await session.notices.get())
+    def _disconnect_slow_reader(self, session: Session) -> None:
+        self._spawn(session.websocket.close(1013, "too many unread mesh notices"))
 
     def _spawn(self, coro: Any) -> None:
         asyncio.get_running_loop().create_task(coro).add_done_callback(_log_failure)

@@ -205,3 +205,21 @@ def test_a_monitor_without_its_own_secret_says_the_mesh_key_guards_its_log(
     caplog.clear()
     monitor_with({"mesh.api.key": "app-key", "mesh.monitor.secret": "monitors-only"})
     assert "mesh.monitor.secret" not in caplog.text
+
+
+# -- what a monitor pushes to its apps ---------------------------------------------------------------------
+
+
+async def test_notices_go_to_the_apps_of_the_group_and_a_reader_that_never_reads_is_let_go() -> None:
+    from presence_server._sessions import MAX_PENDING_NOTICES, Session, Sessions
+
+    sessions = Sessions()
+    for origin, group in ((LAMBDA, 1), (OTHER, 1), ("elsewhere", 2)):
+        sessions[origin] = Session(None, 0.0, group)  # type: ignore[arg-type]  # no socket: nothing is sent
+    overflowed: list[Session] = []
+    notice = {"type": "member", "origin": LAMBDA, "key": PUBLIC_KEY}
+    sessions.notify(1, LAMBDA, notice, overflowed.append)
+    assert [s.notices.qsize() for s in sessions.values()] == [0, 1, 0]  # not to itself, not to group 2
+    for _ in range(MAX_PENDING_NOTICES):
+        sessions.notify(1, LAMBDA, notice, overflowed.append)
+    assert overflowed == [sessions[OTHER]]
