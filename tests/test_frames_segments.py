@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from meshkit import AppError, CodecError, EventEnvelope, decode, encode
 from meshkit import _codec as codec
 from meshkit._codec import decode_pieces, encode_split
-from meshkit.mesh._frames import Reassembler, parse, segment_records
+from meshkit.mesh._frames import FrameError, Reassembler, parse, segment_records
 from meshkit.mesh._topics import TopicLayout, VirtualTopic
 from meshkit.mesh._transport import EventTransport
 from tests.fuzz import valid_envelopes, wire_bytes
@@ -136,6 +136,51 @@ def test_a_body_not_last_or_not_bytes_takes_the_whole_path() -> None:
         _same(decode_pieces([data[:7], data[7:]]), decode(data))
     with pytest.raises(CodecError):
         decode_pieces([trailing[:7], trailing[7:]])
+
+
+# -- a segment's payload is a view of its record -------------------------------------------------------------
+
+
+def _plain(frame: dict[str, Any]) -> dict[str, Any]:
+    return {k: bytes(v) if isinstance(v, memoryview) else v for k, v in frame.items()}
+
+
+def test_a_segment_payload_is_not_copied_out_of_its_record() -> None:
+    record = segment_records(ORIGIN, [os.urandom(100_000)], 65536, "multiplex.0001-001")[0]
+    frame = parse(record)
+    assert isinstance(frame["payload"], memoryview) and frame["payload"].obj is record
+    assert _plain(frame) == msgpack.unpackb(record)
+
+
+_keys = st.sampled_from(["type", "origin", "reply", "id", "index", "count", "payload", "§payload", "x"])
+_values = st.none() | st.integers(-5, 1 << 40) | st.text(max_size=12) | st.binary(max_size=300)
+_strings_with_the_key = st.sampled_from(["§payload", "a§payload\u00c4", "\u00a7payload"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(_keys, _values | _strings_with_the_key), min_size=6, max_size=6),
+    st.binary(max_size=300) | st.text(max_size=20) | st.integers(-(2**63), 2**64 - 1),
+    st.booleans(),
+    st.sampled_from(["whole", "a byte more", "a byte short"]),
+)
+def test_parse_of_a_map_of_seven_is_the_unpacked_map(
+    head: list[tuple[str, object]], payload: object, segment_like: bool, damage: str
+) -> None:
+    # segment-shaped maps, the key's bytes inside strings too: the short cut must agree or step aside
+    pairs = ([("type", "segment"), ("origin", "o")] if segment_like else []) + head
+    record = b"\x87" + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in pairs[:6])
+    record += msgpack.packb("payload") + msgpack.packb(payload)
+    record = {"whole": record, "a byte more": record + b"\x00", "a byte short": record[:-1]}[damage]
+    try:
+        whole = msgpack.unpackb(record, raw=False, strict_map_key=False)  # what parse means, unpacked whole
+    except ValueError:  # ExtraData and OutOfData are ValueErrors
+        whole = {}
+    if not (isinstance(whole.get("type"), str) and isinstance(whole.get("origin"), str)):
+        with pytest.raises(FrameError):
+            parse(record)
+        return
+    assert _plain(parse(record)) == whole
 
 
 # -- the transport: a large body out and back in -------------------------------------------------------------

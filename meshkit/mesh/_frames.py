@@ -82,6 +82,10 @@ def control_record(origin: str, message: dict[str, Any]) -> bytes:
 
 
 def parse(record: bytes) -> dict[str, Any]:
+    """The record's map. A segment's payload is a view of the record: cutting it out would copy it."""
+    frame = _segment(record) if record[:1] == b"\x87" else None
+    if frame is not None:
+        return frame
     try:
         frame = msgpack.unpackb(record, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several types for garbage
@@ -95,11 +99,46 @@ def parse(record: bytes) -> dict[str, Any]:
     return frame
 
 
+def _segment(record: bytes) -> dict[str, Any] | None:
+    """A map of 7 whose last key is "payload" with a bin value ending the record, as segment_records writes
+    it; None for anything else (parse then unpacks it whole).
+
+    The head (the first six entries) is unpacked as a map of its own: that succeeds only if the "payload"
+    found is the seventh key itself, not bytes inside an earlier string, so the result is what unpacking the
+    whole record gives, without copying the payload.
+    """
+    at = record.find(b"\xa7payload", 1, _HEAD_LIMIT)
+    if at < 0:
+        return None
+    start = at + 8
+    marker = record[start : start + 1]
+    width = _BIN_WIDTHS.get(marker)
+    if width is None:
+        return None
+    offset = start + 1 + width
+    if offset + int.from_bytes(record[start + 1 : offset], "big") != len(record):
+        return None
+    try:
+        frame = msgpack.unpackb(b"\x86" + record[1:at], raw=False, strict_map_key=False)
+    except Exception:  # "payload" inside a string, or garbage: the whole record says what is wrong
+        return None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        return None
+    if not isinstance(frame.get("origin"), str):
+        return None
+    frame["payload"] = memoryview(record)[offset:]
+    return frame
+
+
+_HEAD_LIMIT = 4096  # a segment's head is a few hundred bytes
+_BIN_WIDTHS = {b"\xc4": 1, b"\xc5": 2, b"\xc6": 4}  # bin 8/16/32: how many bytes give the length
+
+
 @dataclass
 class _Partial:
     count: int
     started: float
-    parts: dict[int, bytes] = field(default_factory=dict)
+    parts: dict[int, Buffer] = field(default_factory=dict)
     size: int = 0
 
 
@@ -117,7 +156,7 @@ class Reassembler:
         pieces = self.add_pieces(frame)
         return None if pieces is None else b"".join(pieces)
 
-    def add_pieces(self, frame: dict[str, Any]) -> list[bytes] | None:
+    def add_pieces(self, frame: dict[str, Any]) -> list[Buffer] | None:
         """The segment payloads in order once the last arrives (their concatenation is the event)."""
         message_id, index, count, payload = (
             frame.get("id"),
@@ -129,7 +168,7 @@ class Reassembler:
             isinstance(message_id, str)
             and isinstance(index, int)
             and isinstance(count, int)
-            and isinstance(payload, bytes)
+            and isinstance(payload, bytes | memoryview)
             and 0 <= index < count
         ):
             raise FrameError("malformed segment")
