@@ -314,3 +314,22 @@ def test_kafka_tls_and_sasl_settings_pass_through_to_the_client() -> None:
     for client in (producer_config(settings), consumer_config(settings)):
         assert client["security.protocol"] == "SASL_SSL" and client["sasl.password"] == "s3cret"
         assert client["ssl.ca.location"] == "/etc/ssl/certs/kafka-ca.pem"
+
+
+async def test_an_app_asking_for_a_topic_another_app_holds_is_given_another() -> None:
+    """A resumed app asks for the virtual topic it had; if somebody holds it now, it gets a free one."""
+    from meshkit import AppConfig, Platform
+    from meshkit.connectors.memory import MemoryBroker, MemoryConnector
+    from presence_server._monitor import PresenceMonitor
+
+    config = AppConfig.load(argv=[], environ={}, overrides={"monitor.heartbeat": "0.05"})
+    platform = Platform(config, name="presence-monitor", functions=[])
+    monitor = PresenceMonitor(platform, MemoryConnector(MemoryBroker()), TopicLayout(32, 288), groups=10)
+    await monitor.start()
+    try:
+        hello = {**INFO, "topic": "multiplex.0001-007"}
+        assert await monitor._admit("20261125" + "a" * 32, hello) == 7  # free: granted
+        assert await monitor._admit("20261125" + "b" * 32, hello) == 0  # held: the first never-used one
+        assert monitor.state.holders == {7: "20261125" + "a" * 32, 0: "20261125" + "b" * 32}
+    finally:
+        await monitor.stop()

@@ -22,7 +22,7 @@ import functools
 import logging
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -410,19 +410,24 @@ def mesh_config(**extra: str) -> AppConfig:
 
 
 async def start_mesh_app(
-    broker: MemoryBroker, name: str, functions: list[FunctionSpec], topic: str
+    broker: MemoryBroker, name: str, functions: list[FunctionSpec], topic: str, peers: Sequence[MeshApp] = ()
 ) -> MeshApp:
-    """A mesh node as MeshNode.start makes it, its virtual topic given rather than asked of a monitor."""
+    """A mesh node as MeshNode.start makes it, its virtual topic given rather than asked of a monitor, and
+    vouched for to `peers` (and they to it) as a monitor would."""
     platform = Platform(mesh_config(), name=name, functions=functions)
     await platform.start()
     connector = MemoryConnector(broker)
     node = MeshNode(platform, connector)
+    for peer in peers:
+        peer.node._on_notice({"type": "member", "origin": platform.origin, "key": node.identity.public_key})
     await connector.start()
     await connector.ensure_topic(MONITOR_TOPIC, node.groups + 1)
     await node.transport.listen_shared(MONITOR_TOPIC, node.group)
     platform.remote = node.router
     platform.on_route_change(node._route_changed)
-    await node._on_ready(topic, "fuzz-monitor")
+    await node._on_ready(
+        topic, "fuzz-monitor", {p.platform.origin: p.node.identity.public_key for p in peers}
+    )
     return MeshApp(platform, node, connector)
 
 

@@ -236,7 +236,7 @@ def mesh() -> Iterator[Mesh]:
         async def start() -> Mesh:
             broker = MemoryBroker()
             a = await start_mesh_app(broker, "fuzz-a", list(registry), TOPIC_A)
-            b = await start_mesh_app(broker, "fuzz-b", [], TOPIC_B)
+            b = await start_mesh_app(broker, "fuzz-b", [], TOPIC_B, peers=[a])
             for _ in range(100):  # B learns A's routes from A's answer to its join
                 if b.node.table.origins("fuzz.echo"):
                     break
