@@ -1,11 +1,15 @@
 """Soak: mesh requests across two instances of an echo app while one is killed and restarted every 10 s.
 
-    python -m bench.soak [--requests 100000] [--kill-every 10] [--json]
+    python -m bench.soak [--requests 100000] [--kill-every 10] [--callers 16] [--bootstrap HOST:PORT] [--json]
 
 Reports completed, errored (by kind) and hung requests (a request is hung if it has no answer 5 s after its
 own timeout: must be 0), the p99 of completed ones, and the RSS of the caller and the monitor at start and
-end. Not part of `make test`: it runs for minutes. Tansu's memory log slows as partitions grow, so long runs
-are bound by the development broker; say so when quoting figures.
+end. Not part of `make test`: it runs for minutes.
+
+The requests come from `--callers` apps in this process (each its own virtual topic). Tansu's memory
+storage stalls a partition past about 5,000 record batches (`python -m bench.broker_growth`), so on the
+development broker the replies are spread over 16 callers; against a real cluster (`--bootstrap`) one
+caller does. The killed instance alternates, and a restarted one gets a fresh virtual topic.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ def _rss_mb(pid: int | None = None) -> float:
     return 0.0
 
 
-async def soak(requests: int, kill_every: float, in_flight: int) -> dict[str, Any]:
-    with DevBroker() as broker:
+async def soak(
+    requests: int, kill_every: float, in_flight: int, callers: int, bootstrap: str | None
+) -> dict[str, Any]:
+    with contextlib.nullcontext(None) if bootstrap else DevBroker() as broker:
         monitor_port = free_port()
-        common = mesh_settings(broker, monitor_port)
+        common = mesh_settings(broker, monitor_port) if broker else external_settings(bootstrap, monitor_port)
         app = {"cloud.connector": "kafka", **common}
         with (
             _process("presence_server.main:app", monitor_port, common) as monitor,
@@ -51,19 +57,33 @@ async def soak(requests: int, kill_every: float, in_flight: int) -> dict[str, An
             instances: list[subprocess.Popen[bytes]] = [
                 apps.enter_context(_process("bench.echo_app:app", free_port(), app)) for _ in range(2)
             ]
-            platform = Platform(AppConfig.load(argv=[], environ={}, overrides=app), name="soak", functions=[])
-            await platform.start()
+            config = AppConfig.load(argv=[], environ={}, overrides=app)
+            platforms = [Platform(config, name=f"soak-{n}", functions=[]) for n in range(callers)]
             try:
-                await join_mesh(platform, "kafka")
-                po = PostOffice(platform)
-                await _until(lambda: len(po.search("bench.echo")) == 2, 30.0)
-                return await _run(po, requests, kill_every, in_flight, instances, apps, app, monitor.pid)
+                offices = []
+                for platform in platforms:
+                    await platform.start()
+                    await join_mesh(platform, "kafka")
+                    offices.append(PostOffice(platform))
+                for po in offices:
+                    await _until(lambda po=po: len(po.search("bench.echo")) == 2, 30.0)
+                return await _run(offices, requests, kill_every, in_flight, instances, apps, app, monitor.pid)
             finally:
-                await platform.stop()
+                for platform in platforms:
+                    await platform.stop()
+
+
+def external_settings(bootstrap: str | None, monitor_port: int) -> dict[str, str]:
+    """mesh_settings for a cluster this run did not start."""
+    return {
+        "bootstrap.servers": str(bootstrap),
+        "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence",
+        "connector.watchdog.exit.after": "0",
+    }
 
 
 async def _run(
-    po: PostOffice,
+    offices: list[PostOffice],
     requests: int,
     kill_every: float,
     in_flight: int,
@@ -78,7 +98,7 @@ async def _run(
     start_rss = {"caller_mb": round(_rss_mb(), 1), "monitor_mb": round(_rss_mb(monitor_pid), 1)}
     payload = os.urandom(200)
 
-    async def caller() -> None:
+    async def caller(po: PostOffice) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
@@ -117,15 +137,21 @@ async def _run(
 
     began = time.perf_counter()
     helpers = [asyncio.create_task(killer()), asyncio.create_task(progress())]
-    await asyncio.gather(*(caller() for _ in range(in_flight)))
+    interrupted = False
+    try:
+        await asyncio.gather(*(caller(offices[n % len(offices)]) for n in range(in_flight)))
+    except asyncio.CancelledError:  # Ctrl-C: a long run still reports what it saw
+        interrupted = True
     for task in helpers:
         task.cancel()
     elapsed = time.perf_counter() - began
     latencies.sort()
     errored = {k: v for k, v in outcomes.items() if k.startswith("error")}
-    return {
+    result = {
         "name": "mesh soak",
         "requests": requests,
+        "interrupted": interrupted,
+        "callers": len(offices),
         "seconds": round(elapsed, 1),
         "completed": outcomes["completed"],
         "errored": sum(errored.values()),
@@ -136,6 +162,10 @@ async def _run(
         "rss_start": start_rss,
         "rss_end": {"caller_mb": round(_rss_mb(), 1), "monitor_mb": round(_rss_mb(monitor_pid), 1)},
     }
+    if interrupted:
+        print(json.dumps(result, indent=2), flush=True)
+        raise asyncio.CancelledError
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,9 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--kill-every", type=float, default=10.0)
     parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--callers", type=int, default=None, help="default: 16 on Tansu, 1 with --bootstrap")
+    parser.add_argument("--bootstrap", help="a Kafka cluster to use instead of a fresh Tansu broker")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = asyncio.run(soak(args.requests, args.kill_every, args.in_flight))
+    callers = args.callers or (1 if args.bootstrap else 16)
+    result = asyncio.run(soak(args.requests, args.kill_every, args.in_flight, callers, args.bootstrap))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0 if result["hung"] == 0 else 1
 
