@@ -1,14 +1,16 @@
 """Mesh PostOffice.request between two processes over the broker, against the bare Kafka floor.
 
 Each measured phase gets a fresh Tansu broker, monitor and echo app (Tansu's memory log slows as it grows).
-Also measured: seconds from an app's start to being routable from a peer, and from SIGKILL to its routes
-being gone there.
+Also measured (BENCH.md, "Also reported"): seconds from an app's start to being routable from a peer, and
+from its SIGKILL, SIGINT or SIGSTOP to its routes being gone there; the peak RSS of an app and of the
+monitor, and what the monitor holds per connected app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +73,24 @@ def mesh_settings(broker: DevBroker, monitor_port: int) -> dict[str, str]:
     }
 
 
+@dataclass
+class BenchMesh:
+    po: PostOffice
+    common: dict[str, str]
+    monitor: subprocess.Popen[bytes]
+    monitor_port: int
+    echo: subprocess.Popen[bytes]
+
+
 @contextlib.asynccontextmanager
-async def _mesh() -> AsyncIterator[tuple[PostOffice, dict[str, str]]]:
+async def _mesh() -> AsyncIterator[BenchMesh]:
     """A fresh broker, a monitor, one echo app, and a caller platform in this process."""
     with DevBroker() as broker:
         monitor_port = free_port()
         common = mesh_settings(broker, monitor_port)
         with (
-            _process("presence_server.main:app", monitor_port, common),
-            _process("bench.echo_app:app", free_port(), {"cloud.connector": "kafka", **common}),
+            _process("presence_server.main:app", monitor_port, common) as monitor,
+            _process("bench.echo_app:app", free_port(), {"cloud.connector": "kafka", **common}) as echo,
         ):
             config = AppConfig.load(argv=[], environ={}, overrides={"cloud.connector": "kafka", **common})
             platform = Platform(config, name="bench-caller", functions=[])
@@ -87,7 +99,7 @@ async def _mesh() -> AsyncIterator[tuple[PostOffice, dict[str, str]]]:
                 await join_mesh(platform, "kafka")
                 po = PostOffice(platform)
                 await _until(lambda: po.exists("bench.echo"), 20.0)
-                yield po, common
+                yield BenchMesh(po, common, monitor, monitor_port, echo)
             finally:
                 await platform.stop()
 
@@ -109,29 +121,71 @@ async def mesh_figure(payload_bytes: int) -> Figure:
         if reply.status != 200:
             raise RuntimeError(f"bench.echo answered {reply.status}: {reply.body!r}")
 
-    async with _mesh() as (po, _):
+    async with _mesh() as mesh:
         sequential = await measure(
-            "mesh PostOffice.request", payload_bytes, lambda: call(po), throughput_calls=64
+            "mesh PostOffice.request", payload_bytes, lambda: call(mesh.po), throughput_calls=64
         )
-    async with _mesh() as (po, _):
-        loaded = await measure("mesh PostOffice.request", payload_bytes, lambda: call(po), sequential=64)
+    async with _mesh() as mesh:
+        loaded = await measure("mesh PostOffice.request", payload_bytes, lambda: call(mesh.po), sequential=64)
     sequential.rps_at_64 = loaded.rps_at_64
     return sequential
 
 
 async def membership_times() -> dict[str, float]:
-    """Seconds from an app's start to routable at a peer, and from its SIGKILL to its routes gone there."""
-    async with _mesh() as (po, common):
+    """Seconds from an app's start to routable at a peer, and from its SIGKILL, SIGINT or SIGSTOP to its
+    routes gone there; peak RSS of an app and of the monitor; the monitor's RSS per connected app."""
+    figures: dict[str, float] = {}
+    async with _mesh() as mesh:
+        po, app = mesh.po, {"cloud.connector": "kafka", **mesh.common}
         before = set(po.search("bench.echo"))
-        started = time.monotonic()
-        with _process("bench.echo_app:app", free_port(), {"cloud.connector": "kafka", **common}) as second:
-            await _until(lambda: len(set(po.search("bench.echo")) - before) == 1, 30.0)
-            routable = time.monotonic() - started
-            second.kill()
-            killed = time.monotonic()
-            await _until(lambda: set(po.search("bench.echo")) == before, 30.0)
-            gone = time.monotonic() - killed
-    return {"start_to_routable_s": round(routable, 2), "sigkill_to_routes_gone_s": round(gone, 2)}
+        for how in (signal.SIGKILL, signal.SIGINT, signal.SIGSTOP):
+            started = time.monotonic()
+            with _process("bench.echo_app:app", free_port(), app) as second:
+                await _until(lambda: len(set(po.search("bench.echo")) - before) == 1, 30.0)
+                if how == signal.SIGKILL:
+                    figures["start_to_routable_s"] = round(time.monotonic() - started, 2)
+                second.send_signal(how)
+                sent = time.monotonic()
+                await _until(lambda: set(po.search("bench.echo")) == before, 30.0)
+                figures[f"{how.name.lower()}_to_routes_gone_s"] = round(time.monotonic() - sent, 2)
+                if how == signal.SIGSTOP:
+                    second.kill()  # a stopped process cannot take the SIGINT that ends the others
+        figures["app_peak_rss_mb"] = _peak_rss_mb(mesh.echo.pid)
+        figures["monitor_peak_rss_mb"] = _peak_rss_mb(mesh.monitor.pid)
+        figures["monitor_rss_per_app_kb"] = await _monitor_rss_per_app(mesh.monitor, mesh.monitor_port)
+    return figures
+
+
+def _peak_rss_mb(pid: int) -> float:
+    return round(_status_kb(pid, "VmHWM:") / 1024, 1)
+
+
+def _status_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field))
+
+
+async def _monitor_rss_per_app(monitor: subprocess.Popen[bytes], port: int, apps: int = 200) -> float:
+    """KB of monitor RSS per connected app: `apps` presence sessions (a hello each, as an app sends)."""
+    from websockets.asyncio.client import connect
+
+    from meshkit._identity import Identity
+
+    key = Identity().public_key
+    hello = {"type": "hello", "name": "rss", "version": "1", "personality": "APP", "group": 1, "key": key}
+    hello["created"] = "2026-01-01T00:00:00.000Z"
+    rss_before = _status_kb(monitor.pid, "VmRSS:")
+    async with contextlib.AsyncExitStack() as sessions:
+        for n in range(apps):
+            origin = time.strftime("%Y%m%d") + f"{n:032x}"
+            ws = await sessions.enter_async_context(connect(f"ws://127.0.0.1:{port}/ws/presence/{origin}"))
+            await ws.send(json.dumps(hello))
+            answer = json.loads(await ws.recv())
+            if answer.get("type") != "ready":
+                raise RuntimeError(f"the monitor refused a presence session: {answer}")
+        await asyncio.sleep(1.0)  # let it settle: claims applied, the heartbeat listing them sent
+        rss_after = _status_kb(monitor.pid, "VmRSS:")
+    return round((rss_after - rss_before) / apps, 1)
 
 
 def run(payloads: tuple[int, ...] = PAYLOADS) -> tuple[list[Figure], dict[str, float]]:
