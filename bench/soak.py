@@ -6,10 +6,11 @@ Reports completed, errored (by kind) and hung requests (a request is hung if it 
 own timeout: must be 0), the p99 of completed ones, and the RSS of the caller and the monitor at start and
 end. Not part of `make test`: it runs for minutes.
 
-The requests come from `--callers` apps in this process (each its own virtual topic). Tansu's memory
+The requests come from `--callers` apps in this process, each with its own virtual topic. Tansu's memory
 storage stalls a partition past about 5,000 record batches (`python -m bench.broker_growth`), so on the
-development broker the replies are spread over 16 callers; against a real cluster (`--bootstrap`) one
-caller does. The killed instance alternates, and a restarted one gets a fresh virtual topic.
+development broker a caller is replaced by a fresh app (a fresh virtual topic) after `--retire-after`
+requests, and the killed instance alternates (a restarted one gets a never-used topic too): no partition
+grows past what Tansu holds. Against a real cluster (`--bootstrap`) one caller, never replaced, does.
 """
 
 from __future__ import annotations
@@ -43,12 +44,77 @@ def _rss_mb(pid: int | None = None) -> float:
     return 0.0
 
 
+class CallerPool:
+    """The soak's calling apps, in this process; one is replaced by a fresh app after `retire_after`
+    requests (the old one leaves the mesh once its requests in flight have ended)."""
+
+    def __init__(self, config: AppConfig, count: int, retire_after: int | None) -> None:
+        self.config = config
+        self.count = count
+        self.retire_after = retire_after
+        self.offices: list[PostOffice] = []
+        self.issued: list[int] = []
+        self.replaced = 0
+        self._replacing: set[int] = set()
+        self._platforms: list[Platform] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _new(self) -> PostOffice:
+        platform = Platform(self.config, name=f"soak-{len(self._platforms)}", functions=[])
+        self._platforms.append(platform)
+        await platform.start()
+        await join_mesh(platform, "kafka")
+        po = PostOffice(platform)
+        await _until(lambda: len(po.search("bench.echo")) >= 1, 30.0)
+        return po
+
+    async def start(self) -> None:
+        for _ in range(self.count):
+            self.offices.append(await self._new())
+            self.issued.append(0)
+
+    def office(self, slot: int) -> PostOffice:
+        """The app slot `slot` sends its next request from."""
+        self.issued[slot] += 1
+        if self.retire_after and self.issued[slot] >= self.retire_after and slot not in self._replacing:
+            self._replacing.add(slot)
+            task = asyncio.create_task(self._replace(slot))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return self.offices[slot]
+
+    async def _replace(self, slot: int) -> None:
+        fresh = await self._new()
+        retired, self.offices[slot] = self.offices[slot], fresh
+        self.issued[slot] = 0
+        self._replacing.discard(slot)
+        self.replaced += 1
+        await asyncio.sleep(TIMEOUT + HUNG_GRACE)  # what it still awaits ends first
+        await retired.platform.stop()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for platform in self._platforms:
+            with contextlib.suppress(Exception):
+                await platform.stop()
+
+
 async def soak(
-    requests: int, kill_every: float, in_flight: int, callers: int, bootstrap: str | None
+    requests: int,
+    kill_every: float,
+    in_flight: int,
+    callers: int,
+    bootstrap: str | None,
+    fetch_wait_ms: int | None = None,
+    retire_after: int | None = None,
 ) -> dict[str, Any]:
     with contextlib.nullcontext(None) if bootstrap else DevBroker() as broker:
         monitor_port = free_port()
         common = mesh_settings(broker, monitor_port) if broker else external_settings(bootstrap, monitor_port)
+        if fetch_wait_ms is not None:  # every process: fewer, fuller fetches (and record batches) for Tansu
+            common["fetch.wait.max.ms"] = str(fetch_wait_ms)
         app = {"cloud.connector": "kafka", **common}
         with (
             _process("presence_server.main:app", monitor_port, common) as monitor,
@@ -57,20 +123,14 @@ async def soak(
             instances: list[subprocess.Popen[bytes]] = [
                 apps.enter_context(_process("bench.echo_app:app", free_port(), app)) for _ in range(2)
             ]
-            config = AppConfig.load(argv=[], environ={}, overrides=app)
-            platforms = [Platform(config, name=f"soak-{n}", functions=[]) for n in range(callers)]
+            pool = CallerPool(AppConfig.load(argv=[], environ={}, overrides=app), callers, retire_after)
             try:
-                offices = []
-                for platform in platforms:
-                    await platform.start()
-                    await join_mesh(platform, "kafka")
-                    offices.append(PostOffice(platform))
-                for po in offices:
+                await pool.start()
+                for po in pool.offices:
                     await _until(lambda po=po: len(po.search("bench.echo")) == 2, 30.0)
-                return await _run(offices, requests, kill_every, in_flight, instances, apps, app, monitor.pid)
+                return await _run(pool, requests, kill_every, in_flight, instances, apps, app, monitor.pid)
             finally:
-                for platform in platforms:
-                    await platform.stop()
+                await pool.stop()
 
 
 def external_settings(bootstrap: str | None, monitor_port: int) -> dict[str, str]:
@@ -83,7 +143,7 @@ def external_settings(bootstrap: str | None, monitor_port: int) -> dict[str, str
 
 
 async def _run(
-    offices: list[PostOffice],
+    pool: CallerPool,
     requests: int,
     kill_every: float,
     in_flight: int,
@@ -98,10 +158,11 @@ async def _run(
     start_rss = {"caller_mb": round(_rss_mb(), 1), "monitor_mb": round(_rss_mb(monitor_pid), 1)}
     payload = os.urandom(200)
 
-    async def caller(po: PostOffice) -> None:
+    async def caller(slot: int) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
+            po = pool.office(slot)
             started = time.perf_counter()
             try:
                 reply = await asyncio.wait_for(
@@ -139,7 +200,7 @@ async def _run(
     helpers = [asyncio.create_task(killer()), asyncio.create_task(progress())]
     interrupted = False
     try:
-        await asyncio.gather(*(caller(offices[n % len(offices)]) for n in range(in_flight)))
+        await asyncio.gather(*(caller(n % pool.count) for n in range(in_flight)))
     except asyncio.CancelledError:  # Ctrl-C: a long run still reports what it saw
         interrupted = True
     for task in helpers:
@@ -151,7 +212,8 @@ async def _run(
         "name": "mesh soak",
         "requests": requests,
         "interrupted": interrupted,
-        "callers": len(offices),
+        "callers": pool.count,
+        "callers_replaced": pool.replaced,
         "seconds": round(elapsed, 1),
         "completed": outcomes["completed"],
         "errored": sum(errored.values()),
@@ -173,12 +235,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--kill-every", type=float, default=10.0)
     parser.add_argument("--in-flight", type=int, default=64)
-    parser.add_argument("--callers", type=int, default=None, help="default: 16 on Tansu, 1 with --bootstrap")
+    parser.add_argument("--callers", type=int, default=None, help="default: 8 on Tansu, 1 with --bootstrap")
+    parser.add_argument(
+        "--retire-after",
+        type=int,
+        default=None,
+        help="requests per caller app (default: 2000 on Tansu, never)",
+    )
     parser.add_argument("--bootstrap", help="a Kafka cluster to use instead of a fresh Tansu broker")
+    parser.add_argument("--fetch-wait-ms", type=int, help="fetch.wait.max.ms for every process (default 2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    callers = args.callers or (1 if args.bootstrap else 16)
-    result = asyncio.run(soak(args.requests, args.kill_every, args.in_flight, callers, args.bootstrap))
+    callers = args.callers or (1 if args.bootstrap else 8)
+    retire_after = args.retire_after or (None if args.bootstrap else 2000)
+    result = asyncio.run(
+        soak(
+            args.requests,
+            args.kill_every,
+            args.in_flight,
+            callers,
+            args.bootstrap,
+            args.fetch_wait_ms,
+            retire_after,
+        )
+    )
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0 if result["hung"] == 0 else 1
 
