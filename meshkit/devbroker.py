@@ -217,10 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _die_with_parent() -> None:
     """In the child before exec: Linux sends it SIGTERM when the process (thread) that started it dies,
     so a runner killed without its teardown (SIGKILL, a timeout, os._exit) leaves no broker behind."""
@@ -229,3 +225,7 @@ def _die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,3 +44,24 @@ def test_a_broker_whose_starter_is_killed_stops_too() -> None:
     if alive(broker_pid):
         os.kill(broker_pid, signal.SIGKILL)
         pytest.fail("Tansu outlived the process that started it")
+
+
+def test_make_kafka_runs_the_broker_until_interrupted() -> None:
+    """`make kafka` is `python -m meshkit.devbroker`: it serves until Ctrl-C, then stops its broker."""
+    from meshkit.devbroker import free_port
+
+    port = free_port()
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "meshkit.devbroker", "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    assert runner.stdout is not None
+    try:
+        ready = f"Tansu Kafka-compatible broker on 127.0.0.1:{port}"
+        lines = []  # Tansu's own lines come first: they share the terminal
+        while ready not in lines and len(lines) < 50 and runner.poll() is None:
+            lines.append(runner.stdout.readline().strip())
+        assert ready in lines, lines
+    finally:
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(10) == 0
+        runner.stdout.close()
