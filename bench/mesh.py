@@ -63,11 +63,11 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def mesh_settings(broker: DevBroker, monitor_port: int) -> dict[str, str]:
+def mesh_settings(bootstrap: str, monitor_port: int) -> dict[str, str]:
     """What every process of a benchmark mesh is given."""
     # no watchdog exit: a benchmark measures; it must not end itself on a stalled development broker
     return {
-        "bootstrap.servers": broker.bootstrap,
+        "bootstrap.servers": bootstrap,
         "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence",
         "connector.watchdog.exit.after": "0",
     }
@@ -87,7 +87,7 @@ async def _mesh() -> AsyncIterator[BenchMesh]:
     """A fresh broker, a monitor, one echo app, and a caller platform in this process."""
     with DevBroker() as broker:
         monitor_port = free_port()
-        common = mesh_settings(broker, monitor_port)
+        common = mesh_settings(broker.bootstrap, monitor_port)
         with (
             _process("presence_server.main:app", monitor_port, common) as monitor,
             _process("bench.echo_app:app", free_port(), {"cloud.connector": "kafka", **common}) as echo,
@@ -157,10 +157,11 @@ async def membership_times() -> dict[str, float]:
 
 
 def _peak_rss_mb(pid: int) -> float:
-    return round(_status_kb(pid, "VmHWM:") / 1024, 1)
+    return round(status_kb(pid, "VmHWM:") / 1024, 1)
 
 
-def _status_kb(pid: int, field: str) -> int:
+def status_kb(pid: int, field: str) -> int:
+    """A /proc/<pid>/status figure in KB, e.g. "VmRSS:" or "VmHWM:"."""
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith(field))
 
@@ -174,7 +175,7 @@ async def _monitor_rss_per_app(monitor: subprocess.Popen[bytes], port: int, apps
     key = Identity().public_key
     hello = {"type": "hello", "name": "rss", "version": "1", "personality": "APP", "group": 1, "key": key}
     hello["created"] = "2026-01-01T00:00:00.000Z"
-    rss_before = _status_kb(monitor.pid, "VmRSS:")
+    rss_before = status_kb(monitor.pid, "VmRSS:")
     async with contextlib.AsyncExitStack() as sessions:
         for n in range(apps):
             origin = time.strftime("%Y%m%d") + f"{n:032x}"
@@ -184,7 +185,7 @@ async def _monitor_rss_per_app(monitor: subprocess.Popen[bytes], port: int, apps
             if answer.get("type") != "ready":
                 raise RuntimeError(f"the monitor refused a presence session: {answer}")
         await asyncio.sleep(1.0)  # let it settle: claims applied, the heartbeat listing them sent
-        rss_after = _status_kb(monitor.pid, "VmRSS:")
+        rss_after = status_kb(monitor.pid, "VmRSS:")
     return round((rss_after - rss_before) / apps, 1)
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from bench.mesh import _process, _until, mesh_settings
+from bench.mesh import _process, _until, mesh_settings, status_kb
 from meshkit import AppConfig, AppError, Platform, PostOffice
 from meshkit.devbroker import DevBroker, free_port
 from meshkit.mesh import join_mesh
@@ -37,11 +37,7 @@ HUNG_GRACE = 5.0
 
 
 def _rss_mb(pid: int | None = None) -> float:
-    with open(f"/proc/{pid or os.getpid()}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return status_kb(pid or os.getpid(), "VmRSS:") / 1024
 
 
 class CallerPool:
@@ -112,7 +108,7 @@ async def soak(
 ) -> dict[str, Any]:
     with contextlib.nullcontext(None) if bootstrap else DevBroker() as broker:
         monitor_port = free_port()
-        common = mesh_settings(broker, monitor_port) if broker else external_settings(bootstrap, monitor_port)
+        common = mesh_settings(broker.bootstrap if broker else str(bootstrap), monitor_port)
         if fetch_wait_ms is not None:  # every process: fewer, fuller fetches (and record batches) for Tansu
             common["fetch.wait.max.ms"] = str(fetch_wait_ms)
         app = {"cloud.connector": "kafka", **common}
@@ -131,15 +127,6 @@ async def soak(
                 return await _run(pool, requests, kill_every, in_flight, instances, apps, app, monitor.pid)
             finally:
                 await pool.stop()
-
-
-def external_settings(bootstrap: str | None, monitor_port: int) -> dict[str, str]:
-    """mesh_settings for a cluster this run did not start."""
-    return {
-        "bootstrap.servers": str(bootstrap),
-        "presence.url": f"ws://127.0.0.1:{monitor_port}/ws/presence",
-        "connector.watchdog.exit.after": "0",
-    }
 
 
 async def _run(
