@@ -14,7 +14,7 @@ from bench.common import Figure, report
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--json", action="store_true", help="one JSON object per line (BENCH.md)")
-    parser.add_argument("--only", default="inprocess,mesh", help="comma list of: inprocess, mesh")
+    parser.add_argument("--only", default="inprocess,http,mesh", help="comma list of: inprocess, http, mesh")
     parser.add_argument("--payloads", default="200,10240,204800", help="mesh payload sizes in bytes")
     args = parser.parse_args(argv)
     figures: list[Figure] = []
@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     for part in args.only.split(","):
         if part == "inprocess":
             figures += asyncio.run(inprocess.run())
+        elif part == "http":
+            from bench import http
+
+            figures += http.run()
         elif part == "mesh":
             from bench import mesh
 

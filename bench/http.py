@@ -1,0 +1,138 @@
+"""Event over HTTP, `po.request(..., endpoint=url)` to an app in its own process, against the http floor.
+
+The floor (BENCH.md): one aiohttp session with 64 connections posting to a FastAPI echo endpoint under one
+uvicorn worker with uvloop and httptools (bench/http_floor_app.py). The figure: bench/http_echo_app.py under
+`meshkit run` (uvicorn[standard]: uvloop and httptools too), called from a platform in this process through
+its `/api/event`. Both callers run on uvloop (asyncio's own loop when uvloop is missing); each server runs
+only while its figure is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from bench.common import IN_FLIGHT, Figure, measure
+from meshkit import AppConfig, Platform, PostOffice
+from meshkit.devbroker import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PAYLOAD = b"x" * 200
+OCTET_STREAM = {"content-type": "application/octet-stream"}
+
+_T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def _server(args: list[str], port: int, ready_path: str) -> Iterator[str]:
+    """`python -m ARGS...` from the repository root for the block; yields its base URL once it answers."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(base + ready_path, process)
+        yield base
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until `url` gives any HTTP answer (an error status too: the server is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def _floor_server() -> contextlib.AbstractContextManager[str]:
+    port = free_port()
+    args = ["uvicorn", "bench.http_floor_app:app", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
+    args += ["--log-level", "warning", "--no-access-log"]
+    return _server(args, port, "/echo")  # a GET there is a 405: up
+
+
+def _meshkit_server() -> contextlib.AbstractContextManager[str]:
+    port = free_port()
+    args = ["meshkit.cli", "run", "bench.http_echo_app:app", "--port", str(port), "--log-level", "warning"]
+    return _server(args, port, "/livenessprobe")
+
+
+async def floor_figure(url: str) -> Figure:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT)) as session:
+
+        async def call() -> bytes:
+            async with session.post(url, data=PAYLOAD, headers=OCTET_STREAM) as response:
+                body = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"the http floor answered {response.status}: {body!r}")
+            return body
+
+        if await call() != PAYLOAD:
+            raise RuntimeError("the http floor does not echo its payload")
+        return await measure("http floor (aiohttp, FastAPI)", len(PAYLOAD), call)
+
+
+async def meshkit_figure(url: str) -> Figure:
+    platform = Platform(AppConfig.load(argv=[], environ={}), name="bench-http-caller", functions=[])
+    await platform.start()
+    po = PostOffice(platform)
+
+    async def call() -> Any:
+        reply = await po.request("bench.echo", PAYLOAD, endpoint=url, timeout=30.0)
+        if reply.status != 200:
+            raise RuntimeError(f"bench.echo answered {reply.status}: {reply.body!r}")
+        return reply.body
+
+    try:
+        if await call() != PAYLOAD:
+            raise RuntimeError("bench.echo over HTTP does not echo its payload")
+        return await measure("http PostOffice.request", len(PAYLOAD), call)
+    finally:
+        await platform.stop()
+
+
+def _run(main: Coroutine[Any, Any, _T]) -> _T:
+    """`main` on uvloop (what uvicorn[standard] runs meshkit apps on), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def run() -> list[Figure]:
+    with _floor_server() as base:
+        floor = _run(floor_figure(base + "/echo"))
+    with _meshkit_server() as base:
+        figure = _run(meshkit_figure(base + "/api/event"))
+    return [floor, figure.against(floor)]
