@@ -1,14 +1,14 @@
-"""`python -m bench [--json] [--only inprocess,http,kafka]`"""
+"""`python -m bench [--json] [--only inprocess,http,mesh] [--payloads 200,10240,204800] [--repeat 3]
+[--loop uvloop|asyncio]`"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
 from bench import inprocess
-from bench.common import Figure, report
+from bench.common import LOOPS, Figure, report, run_async, use_loop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,20 +16,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per line (BENCH.md)")
     parser.add_argument("--only", default="inprocess,http,mesh", help="comma list of: inprocess, http, mesh")
     parser.add_argument("--payloads", default="200,10240,204800", help="mesh payload sizes in bytes")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each mesh and http figure and its floor (medians)"
+    )
+    parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the callers' loop (floors' too)")
     args = parser.parse_args(argv)
+    use_loop(args.loop)
     figures: list[Figure] = []
     extra: dict[str, float] = {}
     for part in args.only.split(","):
         if part == "inprocess":
-            figures += asyncio.run(inprocess.run())
+            figures += run_async(inprocess.run())
         elif part == "http":
-            from bench import http
+            from bench import event_http
 
-            figures += http.run()
+            figures += event_http.run(args.repeat)
         elif part == "mesh":
             from bench import mesh
 
-            mesh_figures, extra = mesh.run(tuple(int(p) for p in args.payloads.split(",")))
+            mesh_figures, extra = mesh.run(tuple(int(p) for p in args.payloads.split(",")), args.repeat)
             figures += mesh_figures
         else:
             parser.error(f"unknown benchmark {part!r}")

@@ -6,8 +6,11 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 WARM_UP = 200
 SEQUENTIAL = 2_000
@@ -25,6 +28,8 @@ class Figure:
     floor: str | None = None
     p50_ratio: float | None = None
     rps_ratio: float | None = None
+    runs: int = 1  # the figures are the medians of this many runs
+    rps_range: tuple[float, float] | None = None  # the lowest and highest req/s of those runs
 
     def against(self, floor: Figure) -> Figure:
         self.floor = floor.name
@@ -69,6 +74,47 @@ async def measure(
     )
 
 
+def median_of(runs: Sequence[Figure]) -> Figure:
+    """One figure from several runs of the same measurement: the median of each value, and the req/s range."""
+    first = runs[0]
+    rps = [run.rps_at_64 for run in runs]
+    return Figure(
+        name=first.name,
+        payload_bytes=first.payload_bytes,
+        p50_ms=round(statistics.median(run.p50_ms for run in runs), 4),
+        p99_ms=round(statistics.median(run.p99_ms for run in runs), 4),
+        rps_at_64=round(statistics.median(rps), 1),
+        runs=len(runs),
+        rps_range=(min(rps), max(rps)),
+    )
+
+
+# uvloop by default, as meshkit apps run on it under uvicorn[standard]; `--loop asyncio` measures the other
+LOOPS = ("uvloop", "asyncio")
+_loop = {"kind": "uvloop"}
+
+
+def use_loop(kind: str) -> None:
+    """The event loop every client side runs on from now on ("uvloop" or "asyncio")."""
+    if kind not in LOOPS:
+        raise ValueError(f"unknown event loop {kind!r}: one of {', '.join(LOOPS)}")
+    _loop["kind"] = kind
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run a benchmark's client side on the chosen loop (asyncio's own when uvloop is not installed).
+
+    Every client side, floors included, goes through here, so a figure and its floor share one loop kind.
+    """
+    if _loop["kind"] == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(main)
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def report(figures: list[Figure], as_json: bool) -> None:
     if as_json:
         for figure in figures:
@@ -76,8 +122,10 @@ def report(figures: list[Figure], as_json: bool) -> None:
         return
     print(
         f"{'name':<34} {'payload':>8} {'p50 ms':>9} {'p99 ms':>9} {'req/s@64':>10} {'p50 x':>7} {'rps x':>7}"
+        f"  {'runs: req/s range':<18}"
     )
     for f in figures:
         ratios = f"{f.p50_ratio:>7.2f} {f.rps_ratio:>7.2f}" if f.floor else f"{'floor':>7} {'':>7}"
         figures_text = f"{f.p50_ms:>9.4f} {f.p99_ms:>9.4f} {f.rps_at_64:>10.0f}"
-        print(f"{f.name:<34} {f.payload_bytes:>8} {figures_text} {ratios}")
+        spread = f"{f.runs}: {f.rps_range[0]:.0f}-{f.rps_range[1]:.0f}" if f.rps_range else ""
+        print(f"{f.name:<34} {f.payload_bytes:>8} {figures_text} {ratios}  {spread}")

@@ -1,6 +1,6 @@
 """The http floor's server (BENCH.md): one FastAPI POST endpoint that answers with the request body unchanged.
 
-Run as `uvicorn bench.http_floor_app:app --workers 1 --loop uvloop --http httptools` by bench/http.py.
+Run as `uvicorn bench.http_floor_app:app --workers 1 --loop uvloop --http httptools` by bench/event_http.py.
 """
 
 from __future__ import annotations

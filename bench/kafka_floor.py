@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.cimpl import NewTopic  # noqa: E402
 
+from bench.common import run_async  # noqa: E402
 from meshkit.connectors.kafka import admin_config, consumer_config, producer_config  # noqa: E402
 from meshkit.devbroker import DevBroker  # noqa: E402
 
@@ -88,16 +89,18 @@ def _echo_server(bootstrap: str, topic: str) -> Iterator[None]:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+    # -m, not the file's path: a script's own folder comes first on sys.path, and bench/ must not shadow
     cmd = [
         sys.executable,
-        str(Path(__file__).resolve()),
+        "-m",
+        "bench.kafka_floor",
         "--serve",
         "--bootstrap",
         bootstrap,
         "--topic",
         topic,
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=ROOT)
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
@@ -248,11 +251,11 @@ def run_kafka_floor(
     with _phase_broker(bootstrap) as servers:
         topic = _create_topic(servers)
         with _echo_server(servers, topic):
-            latencies = asyncio.run(_sequential(servers, topic, payload, warmup, calls))
+            latencies = run_async(_sequential(servers, topic, payload, warmup, calls))
     with _phase_broker(bootstrap) as servers:
         topic = _create_topic(servers)
         with _echo_server(servers, topic):
-            rps = asyncio.run(_throughput(servers, topic, payload, warmup, throughput_calls, in_flight))
+            rps = run_async(_throughput(servers, topic, payload, warmup, throughput_calls, in_flight))
     return {
         "name": NAME,
         "payload_bytes": payload_bytes,

@@ -4,12 +4,11 @@ The floor (BENCH.md): one aiohttp session with 64 connections posting to a FastA
 uvicorn worker with uvloop and httptools (bench/http_floor_app.py). The figure: bench/http_echo_app.py under
 `meshkit run` (uvicorn[standard]: uvloop and httptools too), called from a platform in this process through
 its `/api/event`. Both callers run on uvloop (asyncio's own loop when uvloop is missing); each server runs
-only while its figure is measured.
+only while its figure is measured. `run` takes the medians of three runs of each, in turns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -18,21 +17,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
-from bench.common import IN_FLIGHT, Figure, measure
+from bench.common import IN_FLIGHT, Figure, measure, median_of, run_async
 from meshkit import AppConfig, Platform, PostOffice
 from meshkit.devbroker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = b"x" * 200
 OCTET_STREAM = {"content-type": "application/octet-stream"}
-
-_T = TypeVar("_T")
 
 
 @contextlib.contextmanager
@@ -120,19 +117,14 @@ async def meshkit_figure(url: str) -> Figure:
         await platform.stop()
 
 
-def _run(main: Coroutine[Any, Any, _T]) -> _T:
-    """`main` on uvloop (what uvicorn[standard] runs meshkit apps on), else on asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
-
-def run() -> list[Figure]:
-    with _floor_server() as base:
-        floor = _run(floor_figure(base + "/echo"))
-    with _meshkit_server() as base:
-        figure = _run(meshkit_figure(base + "/api/event"))
-    return [floor, figure.against(floor)]
+def run(repeat: int = 3) -> list[Figure]:
+    """`repeat` runs of the floor and of the figure, taken in turns; their medians compared."""
+    floors: list[Figure] = []
+    figures: list[Figure] = []
+    for _ in range(repeat):
+        with _floor_server() as base:
+            floors.append(run_async(floor_figure(base + "/echo")))
+        with _meshkit_server() as base:
+            figures.append(run_async(meshkit_figure(base + "/api/event")))
+    floor = median_of(floors)
+    return [floor, median_of(figures).against(floor)]
