@@ -10,63 +10,26 @@ only while its figure is measured. `run` takes the medians of three runs of each
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.common import IN_FLIGHT, Figure, measure, median_of, run_async
+from bench.processes import served
 from meshkit import AppConfig, Platform, PostOffice
 from meshkit.devbroker import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = b"x" * 200
 OCTET_STREAM = {"content-type": "application/octet-stream"}
 
 
 @contextlib.contextmanager
 def _server(args: list[str], port: int, ready_path: str) -> Iterator[str]:
-    """`python -m ARGS...` from the repository root for the block; yields its base URL once it answers."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    """`python -m ARGS...` for the block; yields its base URL once it answers."""
     base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(base + ready_path, process)
+    with served(args, base + ready_path):
         yield base
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Until `url` gives any HTTP answer (an error status too: the server is up)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 def _floor_server() -> contextlib.AbstractContextManager[str]:

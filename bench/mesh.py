@@ -14,53 +14,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.common import Figure, measure, median_of, run_async
 from bench.kafka_floor import PAYLOADS, run_kafka_floor
+from bench.processes import served
 from meshkit import AppConfig, Platform, PostOffice
 from meshkit.devbroker import DevBroker, free_port
 from meshkit.mesh import join_mesh
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @contextlib.contextmanager
 def _process(app: str, port: int, properties: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    args = [sys.executable, "-m", "meshkit.cli", "run", app, "--port", str(port), "--log-level", "warning"]
+    args = ["meshkit.cli", "run", app, "--port", str(port), "--log-level", "warning"]
     args += [f"-D{k}={v}" for k, v in properties.items()]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/livenessprobe", process)
+    with served(args, f"http://127.0.0.1:{port}/livenessprobe") as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status < 500:
-                    return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 def mesh_settings(bootstrap: str, monitor_port: int) -> dict[str, str]:
