@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each mesh and http figure and its floor (medians)"
     )
+    parser.add_argument("--bootstrap", help="mesh figures on this Kafka cluster, not fresh Tansu")
     parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the callers' loop (floors' too)")
     args = parser.parse_args(argv)
     use_loop(args.loop)
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "mesh":
             from bench import mesh
 
-            mesh_figures, extra = mesh.run(tuple(int(p) for p in args.payloads.split(",")), args.repeat)
+            payloads = tuple(int(p) for p in args.payloads.split(","))
+            mesh_figures, extra = mesh.run(payloads, args.repeat, args.bootstrap)
             figures += mesh_figures
         else:
             parser.error(f"unknown benchmark {part!r}")

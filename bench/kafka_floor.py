@@ -226,7 +226,8 @@ async def _throughput(
 
 
 @contextmanager
-def _phase_broker(bootstrap: str | None) -> Iterator[str]:
+def phase_broker(bootstrap: str | None) -> Iterator[str]:
+    """The broker of one measured phase: `bootstrap` as given, or a fresh Tansu when None."""
     if bootstrap is not None:
         yield bootstrap
         return
@@ -248,11 +249,11 @@ def run_kafka_floor(
     `bootstrap` None starts a fresh Tansu broker for each phase; otherwise each phase gets a fresh topic.
     """
     payload = os.urandom(payload_bytes)
-    with _phase_broker(bootstrap) as servers:
+    with phase_broker(bootstrap) as servers:
         topic = _create_topic(servers)
         with _echo_server(servers, topic):
             latencies = run_async(_sequential(servers, topic, payload, warmup, calls))
-    with _phase_broker(bootstrap) as servers:
+    with phase_broker(bootstrap) as servers:
         topic = _create_topic(servers)
         with _echo_server(servers, topic):
             rps = run_async(_throughput(servers, topic, payload, warmup, throughput_calls, in_flight))

@@ -1,6 +1,8 @@
 """Mesh PostOffice.request between two processes over the broker, against the bare Kafka floor.
 
-Each measured phase gets a fresh Tansu broker, monitor and echo app (Tansu's memory log slows as it grows).
+Each measured phase gets a fresh Tansu broker (Tansu's memory log slows as it grows), unless a cluster is
+given (`python -m bench --only mesh --bootstrap HOST:PORT`: a real cluster; on one long-lived Tansu the
+mesh's partitions, reused from phase to phase, grow into its slowdown), and a fresh monitor and echo app.
 Also measured (BENCH.md, "Also reported"): seconds from an app's start to being routable from a peer, and
 from its SIGKILL, SIGINT or SIGSTOP to its routes being gone there; the peak RSS of an app and of the
 monitor, and what the monitor holds per connected app.
@@ -20,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import Figure, measure, median_of, run_async
-from bench.kafka_floor import PAYLOADS, run_kafka_floor
+from bench.kafka_floor import PAYLOADS, phase_broker, run_kafka_floor
 from bench.processes import served
 from meshkit import AppConfig, Platform, PostOffice
-from meshkit.devbroker import DevBroker, free_port
+from meshkit.devbroker import free_port
 from meshkit.mesh import join_mesh
 
 
@@ -55,11 +57,11 @@ class BenchMesh:
 
 
 @contextlib.asynccontextmanager
-async def _mesh() -> AsyncIterator[BenchMesh]:
+async def _mesh(bootstrap: str | None = None) -> AsyncIterator[BenchMesh]:
     """A fresh broker, a monitor, one echo app, and a caller platform in this process."""
-    with DevBroker() as broker:
+    with phase_broker(bootstrap) as servers:
         monitor_port = free_port()
-        common = mesh_settings(broker.bootstrap, monitor_port)
+        common = mesh_settings(servers, monitor_port)
         with (
             _process("presence_server.main:app", monitor_port, common) as monitor,
             _process("bench.echo_app:app", free_port(), {"cloud.connector": "kafka", **common}) as echo,
@@ -85,7 +87,7 @@ async def _until(condition: Any, timeout: float) -> float:
     return time.monotonic() - started
 
 
-async def mesh_figure(payload_bytes: int) -> Figure:
+async def mesh_figure(payload_bytes: int, bootstrap: str | None = None) -> Figure:
     payload = os.urandom(payload_bytes)
 
     async def call(po: PostOffice) -> None:
@@ -93,21 +95,21 @@ async def mesh_figure(payload_bytes: int) -> Figure:
         if reply.status != 200:
             raise RuntimeError(f"bench.echo answered {reply.status}: {reply.body!r}")
 
-    async with _mesh() as mesh:
+    async with _mesh(bootstrap) as mesh:
         sequential = await measure(
             "mesh PostOffice.request", payload_bytes, lambda: call(mesh.po), throughput_calls=64
         )
-    async with _mesh() as mesh:
+    async with _mesh(bootstrap) as mesh:
         loaded = await measure("mesh PostOffice.request", payload_bytes, lambda: call(mesh.po), sequential=64)
     sequential.rps_at_64 = loaded.rps_at_64
     return sequential
 
 
-async def membership_times() -> dict[str, float]:
+async def membership_times(bootstrap: str | None = None) -> dict[str, float]:
     """Seconds from an app's start to routable at a peer, and from its SIGKILL, SIGINT or SIGSTOP to its
     routes gone there; peak RSS of an app and of the monitor; the monitor's RSS per connected app."""
     figures: dict[str, float] = {}
-    async with _mesh() as mesh:
+    async with _mesh(bootstrap) as mesh:
         po, app = mesh.po, {"cloud.connector": "kafka", **mesh.common}
         before = set(po.search("bench.echo"))
         for how in (signal.SIGKILL, signal.SIGINT, signal.SIGSTOP):
@@ -161,7 +163,9 @@ async def _monitor_rss_per_app(monitor: subprocess.Popen[bytes], port: int, apps
     return round((rss_after - rss_before) / apps, 1)
 
 
-def run(payloads: tuple[int, ...] = PAYLOADS, repeat: int = 3) -> tuple[list[Figure], dict[str, float]]:
+def run(
+    payloads: tuple[int, ...] = PAYLOADS, repeat: int = 3, bootstrap: str | None = None
+) -> tuple[list[Figure], dict[str, float]]:
     """For each payload, `repeat` runs of the floor and of the mesh, taken in turns; medians compared.
 
     Two cores carry the caller, the echo app and the broker, and one run's req/s at 64 in flight can differ
@@ -172,9 +176,9 @@ def run(payloads: tuple[int, ...] = PAYLOADS, repeat: int = 3) -> tuple[list[Fig
         floors: list[Figure] = []
         meshes: list[Figure] = []
         for _ in range(repeat):
-            row = run_kafka_floor(None, size)
+            row = run_kafka_floor(bootstrap, size)
             floors.append(Figure(row["name"], size, row["p50_ms"], row["p99_ms"], row["rps_at_64"]))
-            meshes.append(run_async(mesh_figure(size)))
+            meshes.append(run_async(mesh_figure(size, bootstrap)))
         floor = median_of(floors)
         figures += [floor, median_of(meshes).against(floor)]
-    return figures, run_async(membership_times())
+    return figures, run_async(membership_times(bootstrap))
