@@ -19,9 +19,9 @@ from meshkit import AppError, CodecError, EventEnvelope, decode, encode
 from meshkit import _codec as codec
 from meshkit._codec import decode_pieces, encode_split
 from meshkit.mesh._frames import FrameError, Reassembler, parse, segment_records
-from meshkit.mesh._topics import TopicLayout, VirtualTopic
-from meshkit.mesh._transport import EventTransport
+from meshkit.mesh._topics import VirtualTopic
 from tests.fuzz import valid_envelopes, wire_bytes
+from tests.transport_stubs import StubConnector, StubPlatform, stub_transport
 
 ORIGIN = "20260101" + "b" * 32
 
@@ -186,44 +186,13 @@ def test_parse_of_a_map_of_seven_is_the_unpacked_map(
 # -- the transport: a large body out and back in -------------------------------------------------------------
 
 
-class _Platform:
-    origin = ORIGIN
-    inbox = "@" + ORIGIN
-
-    def __init__(self) -> None:
-        self.events: list[EventEnvelope] = []
-
-    def resolve_reply(self, event: EventEnvelope) -> None:
-        self.events.append(event)
-
-    def dispatch(self, event: EventEnvelope, external: bool = False) -> None:
-        self.events.append(event)
-
-
-class _Connector:
-    def __init__(self) -> None:
-        self.records: list[bytes] = []
-
-    def publish(self, topic: str, partition: int, payload: bytes) -> asyncio.Future[None]:
-        self.records.append(payload)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-
 @pytest.mark.parametrize("body", [os.urandom(200_000), "ü" * 100_000, {"big": "x" * 100_000}, b"s" * 100])
 async def test_the_transport_sends_and_takes_back_a_large_event(body: Any) -> None:
-    platform, connector = _Platform(), _Connector()
-    transport = EventTransport(
-        platform,  # type: ignore[arg-type]  # a stub with what send_event and _on_record use
-        connector,  # type: ignore[arg-type]
-        segment_size=65536,
-        max_event_bytes=1 << 20,
-        on_control=lambda message: None,
-        layout=TopicLayout(),
-    )
+    platform, connector = StubPlatform(ORIGIN), StubConnector()
+    transport = stub_transport(platform, connector)
     event = EventEnvelope("some.route", body, {"h": "v"}, reply_to=platform.inbox, cid="7")
     transport.send_event(VirtualTopic("multiplex.0001", 2), ORIGIN, event)
+    await asyncio.sleep(0)  # records leave at the end of the loop turn
     assert all(len(r) <= 65536 + 200 for r in connector.records)
     for record in connector.records:
         transport._on_record(record)

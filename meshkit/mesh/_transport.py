@@ -18,6 +18,7 @@ from meshkit.mesh._frames import (
     EVERYONE,
     FrameError,
     Reassembler,
+    batch_record,
     control_record,
     event_record,
     event_records,
@@ -58,6 +59,9 @@ class EventTransport:
         self._shared: dict[tuple[str, int], Subscription] = {}
         self._loopback = Loopback("loopback")
         self._sending: set[asyncio.Future[None]] = set()
+        # records waiting for the end of this loop turn, by destination, with the event each carries
+        self._outgoing: dict[VirtualTopic, list[tuple[bytes, EventEnvelope]]] = {}
+        self._flush_scheduled = False
         self.received = self.sent = self.skipped = 0
 
     # -- subscriptions -------------------------------------------------------------------------------------
@@ -81,6 +85,7 @@ class EventTransport:
             log.info("%s, partition %d ready", topic, partition)
 
     async def close(self) -> None:
+        self._flush()
         subscriptions = [s for s in (self._own, *self._shared.values()) if s is not None]
         self._own, self._shared = None, {}
         for subscription in subscriptions:
@@ -112,24 +117,55 @@ class EventTransport:
                     records = event_records(origin, b"".join(pieces), self.segment_size, reply)
         except CodecError as exc:
             raise AppError(500, str(exc)) from exc
-        for record in records:
-            waiter = self.connector.publish(topic.topic, topic.partition, record)
-            self._sending.add(waiter)
-            waiter.add_done_callback(functools.partial(self._published, topic, event))
+        pending = self._outgoing.get(topic)
+        if pending is None:
+            pending = self._outgoing[topic] = []
+        pending.extend((record, event) for record in records)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Publish what this loop turn sent: small records to one partition go as one batch record."""
+        self._flush_scheduled = False
+        outgoing, self._outgoing = self._outgoing, {}
+        for topic, entries in outgoing.items():
+            records: list[bytes] = []
+            events: list[EventEnvelope] = []
+            size = 0
+            for record, event in entries:
+                # a batch stays within one segment's size; a record that size or more goes alone
+                if records and size + len(record) > self.segment_size:
+                    self._publish(topic, records, events)
+                    records, events, size = [], [], 0
+                records.append(record)
+                events.append(event)
+                size += len(record)
+            if records:
+                self._publish(topic, records, events)
+
+    def _publish(self, topic: VirtualTopic, records: list[bytes], events: list[EventEnvelope]) -> None:
+        record = records[0] if len(records) == 1 else batch_record(records)
+        waiter = self.connector.publish(topic.topic, topic.partition, record)
+        self._sending.add(waiter)
+        waiter.add_done_callback(functools.partial(self._published, topic, events))
 
     def _return_address(self) -> str | None:
         return self.topic.name if self.topic is not None else None
 
-    def _published(self, topic: VirtualTopic, event: EventEnvelope, waiter: asyncio.Future[None]) -> None:
+    def _published(
+        self, topic: VirtualTopic, events: list[EventEnvelope], waiter: asyncio.Future[None]
+    ) -> None:
         self._sending.discard(waiter)
         if waiter.cancelled():
             return
         error = waiter.exception()
         if error is None:
-            self.sent += 1
+            self.sent += len(events)
             return
-        log.warning("Event %s to %s not delivered: %s", event.id, topic, error)
-        self._fail_pending(event, f"Unable to deliver {event.to} through {topic}: {error}")
+        for event in {id(event): event for event in events}.values():  # each event once, however many records
+            log.warning("Event %s to %s not delivered: %s", event.id, topic, error)
+            self._fail_pending(event, f"Unable to deliver {event.to} through {topic}: {error}")
 
     def _fail_pending(self, event: EventEnvelope, message: str) -> None:
         # a request of ours that never left: answer it now rather than let it wait for its timeout
@@ -153,9 +189,14 @@ class EventTransport:
         return await self._loopback.run(send, timeout)
 
     # -- receiving -----------------------------------------------------------------------------------------
-    def _on_record(self, record: bytes) -> None:
+    def _on_record(self, record: bytes, *, inner: bool = False) -> None:
         try:
             frame = parse(record)
+            if frame["type"] == "batch":
+                if inner:
+                    raise FrameError("a batch record inside a batch")
+                self._on_batch(frame)
+                return
             recipient = frame["origin"]
             if recipient != self.platform.origin and recipient != EVERYONE:
                 self.skipped += 1
@@ -170,6 +211,17 @@ class EventTransport:
         except Exception:  # a bad record must never stop the consumer
             self.skipped += 1
             log.exception("Skipped a record that failed in delivery")
+
+    def _on_batch(self, frame: dict[str, Any]) -> None:
+        records = frame.get("records")
+        if not isinstance(records, list):
+            raise FrameError("batch record without a list of records")
+        for record in records:  # each on its own: one bad record costs only itself
+            if isinstance(record, bytes):
+                self._on_record(record, inner=True)
+            else:
+                self.skipped += 1
+                log.warning("Skipped a %s in a batch record (records are bytes)", type(record).__name__)
 
     def _deliver(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
