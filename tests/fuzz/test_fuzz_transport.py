@@ -197,6 +197,29 @@ def control_frames(draw: st.DrawFn) -> list[dict[Any, Any]]:
 
 
 @st.composite
+def batch_frames(draw: st.DrawFn) -> list[dict[Any, Any]]:
+    """A batch record: records of any kind inside, or junk where the list or a record should be."""
+    frame = draw(frame_head("batch"))
+    how = draw(st.integers(0, 9))
+    if how == 0:
+        frame["records"] = draw(values(2))
+    elif how > 1:  # (1: no records at all)
+        inner: list[Any] = []
+        for _ in range(draw(st.integers(0, 4))):
+            kind = draw(st.integers(0, 5))
+            if kind == 0:
+                inner.append(draw(values(1)))  # not a record
+            elif kind == 1:
+                inner.append({"type": "batch", "origin": EVERYONE, "records": [draw(WIRE)]})  # nested
+            elif kind == 2:
+                inner.append(draw(WIRE))
+            else:
+                inner.extend(draw(event_frames()))
+        frame["records"] = inner
+    return [frame]
+
+
+@st.composite
 def records(draw: st.DrawFn) -> list[bytes | dict[Any, Any]]:
     """One input: a few records, each raw bytes or a frame (a dict, packed once placeholders are filled)."""
     result: list[bytes | dict[Any, Any]] = []
@@ -212,6 +235,8 @@ def records(draw: st.DrawFn) -> list[bytes | dict[Any, Any]]:
             result.extend(draw(segmented_events()))
         elif kind == 6:
             result.extend(draw(made_up_segments()))
+        elif kind == 7:
+            result.extend(draw(batch_frames()))
         else:
             result.extend(draw(control_frames()))
     return result
@@ -256,6 +281,10 @@ def to_bytes(record: Any, placeholders: dict[str, str]) -> bytes:
     """Raw bytes as they are; anything else packed once the placeholders are filled in."""
     if isinstance(record, bytes):
         return record
+    if isinstance(record, dict) and record.get("type") == "batch" and isinstance(record.get("records"), list):
+        # the records inside a batch are packed records themselves
+        inner = [to_bytes(r, placeholders) if isinstance(r, dict) else r for r in record["records"]]
+        record = {**record, "records": inner}
     return pack(substitute(record, placeholders))
 
 
