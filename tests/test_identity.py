@@ -109,7 +109,7 @@ async def test_a_peer_is_gone_when_the_monitor_says_so_and_its_requests_fail_at_
     lambda_app = Identity()
     node._on_notice({"type": "member", "origin": LAMBDA, "key": lambda_app.public_key})
     node._on_control(lambda_app.sign(join(LAMBDA)))
-    node.transport.send_event = lambda topic, origin, event: None  # type: ignore[method-assign]  # never answers
+    node.transport.send_event = lambda topic, origin, event, batch=False: None  # type: ignore[method-assign]  # never answers
     pending = asyncio.ensure_future(node.platform.call(EventEnvelope("hello.pojo", 1), timeout=30))
     await asyncio.sleep(0.01)
     node._on_notice({"type": "gone", "origin": LAMBDA, "reason": "closed (1000)"})

@@ -2,16 +2,22 @@
 
 A broker client may cut a run of records into several requests, and the recipient then fetches them in
 pieces; a batch record cannot be cut. Records of a segment's size go alone, and the order of events holds.
+Only a peer whose join says it takes batches is sent them: an app from before batches gets records one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 
 import msgpack
+import pytest
 
-from meshkit import EventEnvelope
+from meshkit import AppConfig, EventEnvelope, Platform
+from meshkit._identity import Identity
+from meshkit.connectors.memory import MemoryBroker, MemoryConnector
+from meshkit.mesh import MeshNode
 from meshkit.mesh._frames import batch_record, event_record, parse
 from meshkit.mesh._topics import VirtualTopic
 from tests.transport_stubs import StubConnector, StubPlatform, stub_transport
@@ -29,8 +35,8 @@ async def test_events_of_one_loop_turn_to_one_partition_leave_as_one_record() ->
     platform, connector = StubPlatform(ORIGIN), StubConnector()
     transport = stub_transport(platform, connector)
     for n in range(5):
-        transport.send_event(OWN, ORIGIN, _request(n))
-    transport.send_event(OTHER, ORIGIN, _request(5))
+        transport.send_event(OWN, ORIGIN, _request(n), batch=True)
+    transport.send_event(OTHER, ORIGIN, _request(5), batch=True)
     assert connector.records == []  # nothing leaves before the loop turn ends
     await asyncio.sleep(0)
     assert connector.destinations == [("multiplex.0001", 1), ("multiplex.0001", 2)]
@@ -49,10 +55,10 @@ async def test_segments_go_alone_and_the_order_of_events_holds() -> None:
     platform, connector = StubPlatform(ORIGIN), StubConnector()
     transport = stub_transport(platform, connector)
     large = os.urandom(200_000)  # three full segments and a short fourth
-    transport.send_event(OWN, ORIGIN, _request(0))
-    transport.send_event(OWN, ORIGIN, _request(1, large))
-    transport.send_event(OWN, ORIGIN, _request(2))
-    transport.send_event(OWN, ORIGIN, _request(3))
+    transport.send_event(OWN, ORIGIN, _request(0), batch=True)
+    transport.send_event(OWN, ORIGIN, _request(1, large), batch=True)
+    transport.send_event(OWN, ORIGIN, _request(2), batch=True)
+    transport.send_event(OWN, ORIGIN, _request(3), batch=True)
     await asyncio.sleep(0)
     kinds = [parse(record)["type"] for record in connector.records]
     assert kinds == ["event", "segment", "segment", "segment", "batch"]  # the short segment rides along
@@ -70,7 +76,7 @@ async def test_a_batch_never_grows_past_one_segment() -> None:
     platform, connector = StubPlatform(ORIGIN), StubConnector()
     transport = stub_transport(platform, connector)
     for n in range(40):  # 40 events of about 5 KB: 200 KB in all
-        transport.send_event(OWN, ORIGIN, _request(n, "x" * 5000))
+        transport.send_event(OWN, ORIGIN, _request(n, "x" * 5000), batch=True)
     await asyncio.sleep(0)
     assert len(connector.records) > 3
     assert all(len(record) <= 65536 + 200 for record in connector.records)
@@ -110,10 +116,67 @@ async def test_a_batch_the_broker_refuses_fails_each_request_in_it_at_once() -> 
     platform, connector = StubPlatform(ORIGIN), StubConnector(refuse="topic authorization failed")
     transport = stub_transport(platform, connector)
     for n in range(3):
-        transport.send_event(OWN, ORIGIN, _request(n))
+        transport.send_event(OWN, ORIGIN, _request(n), batch=True)
     await asyncio.sleep(0)
     await asyncio.sleep(0)  # the refused publish's callback
     assert len(connector.records) == 1
     assert [(r.cid, r.status) for r in platform.replies] == [("c0", 503), ("c1", 503), ("c2", 503)]
     assert "topic authorization failed" in platform.replies[0].body
     await transport.close()
+
+
+async def test_records_go_one_by_one_unless_the_recipient_takes_batches() -> None:
+    platform, connector = StubPlatform(ORIGIN), StubConnector()
+    transport = stub_transport(platform, connector)
+    for n in range(3):
+        transport.send_event(OWN, ORIGIN, _request(n))
+    await asyncio.sleep(0)
+    assert [parse(record)["type"] for record in connector.records] == ["event", "event", "event"]
+    await transport.close()
+
+
+OLD = "20261125" + "0d" * 16  # a meshkit from before batches: its join does not mention them
+NEW = "20261125" + "0e" * 16
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[MeshNode]:
+    platform = Platform(AppConfig.load(argv=[], environ={}), name="rest-example", functions=[])
+    await platform.start()
+    mesh_node = MeshNode(platform, MemoryConnector(MemoryBroker()))
+    platform.remote = mesh_node.router
+    yield mesh_node
+    platform.remote = None
+    await platform.stop()
+
+
+def _join(origin: str, topic: str, **fields: object) -> dict[str, object]:
+    return {
+        "type": "join",
+        "origin": origin,
+        "name": "lambda-example",
+        "version": "1.0.0",
+        "personality": "APP",
+        "topic": topic,
+        "routes": ["hello.pojo"],
+        **fields,
+    }
+
+
+async def test_a_peer_is_sent_batches_only_when_its_join_says_it_takes_them(node: MeshNode) -> None:
+    assert node._me()["batches"] is True  # what this app says in its own join and answers
+    old, new = Identity(), Identity()
+    for origin, identity in ((OLD, old), (NEW, new)):
+        node._on_notice({"type": "member", "origin": origin, "key": identity.public_key})
+    node._on_control(old.sign(_join(OLD, "multiplex.0001-001")))
+    node._on_control(new.sign(_join(NEW, "multiplex.0001-002", batches=True)))
+    assert (node.table.peers[OLD].batches, node.table.peers[NEW].batches) == (False, True)
+    connector = StubConnector()
+    node.transport.connector = connector  # type: ignore[assignment]  # keeps what the node publishes
+    for n in range(3):
+        node.router.send(OLD, EventEnvelope("hello.pojo", n))
+        node.router.send(NEW, EventEnvelope("hello.pojo", n))
+    await asyncio.sleep(0)
+    kinds = [parse(record)["type"] for record in connector.records]
+    sent = [(partition, kind) for (_, partition), kind in zip(connector.destinations, kinds, strict=True)]
+    assert sorted(sent) == [(1, "event"), (1, "event"), (1, "event"), (2, "batch")]

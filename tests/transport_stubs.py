@@ -28,6 +28,9 @@ class StubPlatform:
     def deliver_reply(self, reply: EventEnvelope) -> None:
         self.replies.append(reply)
 
+    def note_target(self, event: EventEnvelope, origin: str) -> None:
+        """(The platform remembers where a request went; the stub has no requests to fail.)"""
+
 
 class StubConnector:
     """Keeps every published record with its destination; `refuse` makes every publish fail."""

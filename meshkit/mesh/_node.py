@@ -122,6 +122,7 @@ class MeshNode:
             "version": p.version,
             "personality": p.personality,
             "topic": topic.name if topic else None,
+            "batches": True,  # peers may send this app batch records
         }
 
     async def _publish_group(self, message: dict[str, Any]) -> None:
@@ -247,6 +248,7 @@ class MeshNode:
             str(fields["personality"]),
             topic,
             set(_routes(message.get("routes"))),
+            batches=message.get("batches") is True,
         )
 
     # -- cloud.connector.health ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class Peer:
     personality: str
     topic: VirtualTopic
     routes: set[str] = field(default_factory=set)
+    batches: bool = False  # it takes batch records (its join said so; an app from before them does not)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -45,9 +46,11 @@ class RoutingTable:
         known = self.peers.get(peer.origin)
         if known is None:
             log.info("Peer %s joins (%s %s)", peer.origin, peer.name, peer.version)
-            self.peers[peer.origin] = Peer(peer.origin, peer.name, peer.version, peer.personality, peer.topic)
+            self.peers[peer.origin] = Peer(
+                peer.origin, peer.name, peer.version, peer.personality, peer.topic, batches=peer.batches
+            )
         else:
-            known.topic = peer.topic
+            known.topic, known.batches = peer.topic, peer.batches
         self.update(peer.origin, add=peer.routes, remove=(known.routes - peer.routes) if known else set())
         return known is None
 
@@ -126,7 +129,7 @@ class MeshRouter:
         topic = peer.topic if peer is not None else self.transport.return_addresses.get(origin)
         if topic is None:
             raise AppError(404, f"Origin {origin} is not reachable")
-        self.transport.send_event(topic, origin, event)
+        self.transport.send_event(topic, origin, event, batch=peer is not None and peer.batches)
         self.platform.note_target(event, origin)
 
     def describe(self) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:

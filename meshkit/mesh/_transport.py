@@ -59,8 +59,9 @@ class EventTransport:
         self._shared: dict[tuple[str, int], Subscription] = {}
         self._loopback = Loopback("loopback")
         self._sending: set[asyncio.Future[None]] = set()
-        # records waiting for the end of this loop turn, by destination, with the event each carries
-        self._outgoing: dict[VirtualTopic, list[tuple[bytes, EventEnvelope]]] = {}
+        # records waiting for the end of this loop turn, by destination: the event each carries, and whether
+        # the recipient takes batch records
+        self._outgoing: dict[VirtualTopic, list[tuple[bytes, EventEnvelope, bool]]] = {}
         self._flush_scheduled = False
         self.received = self.sent = self.skipped = 0
 
@@ -94,8 +95,13 @@ class EventTransport:
             await asyncio.wait(self._sending, timeout=2.0)
 
     # -- sending -------------------------------------------------------------------------------------------
-    def send_event(self, topic: VirtualTopic, origin: str, event: EventEnvelope) -> None:
-        """Encode now (errors surface to the caller), publish in the background."""
+    def send_event(
+        self, topic: VirtualTopic, origin: str, event: EventEnvelope, *, batch: bool = False
+    ) -> None:
+        """Encode now (errors surface to the caller), publish at the end of the loop turn.
+
+        `batch`: the recipient takes batch records, so what goes to its partition in this turn may go as one.
+        """
         if event.trace_id is not None:
             stamp(event)  # the sending function's span and route ride along
         reply = self._return_address()
@@ -120,27 +126,30 @@ class EventTransport:
         pending = self._outgoing.get(topic)
         if pending is None:
             pending = self._outgoing[topic] = []
-        pending.extend((record, event) for record in records)
+        pending.extend((record, event, batch) for record in records)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Publish what this loop turn sent: small records to one partition go as one batch record."""
+        """Publish what this loop turn sent: small records to an app that takes batches go as one."""
         self._flush_scheduled = False
         outgoing, self._outgoing = self._outgoing, {}
         for topic, entries in outgoing.items():
             records: list[bytes] = []
             events: list[EventEnvelope] = []
             size = 0
-            for record, event in entries:
+            for record, event, batchable in entries:
                 # a batch stays within one segment's size; a record that size or more goes alone
-                if records and size + len(record) > self.segment_size:
+                if records and (not batchable or size + len(record) > self.segment_size):
                     self._publish(topic, records, events)
                     records, events, size = [], [], 0
                 records.append(record)
                 events.append(event)
                 size += len(record)
+                if not batchable:
+                    self._publish(topic, records, events)
+                    records, events, size = [], [], 0
             if records:
                 self._publish(topic, records, events)
 
