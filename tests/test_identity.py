@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -19,23 +18,10 @@ from meshkit.mesh import MeshNode, TopicLayout
 from meshkit.mesh._frames import EVERYONE, control_record
 from meshkit.mesh._vouched import MAX_HELD, VouchedKeys
 from presence_server._monitor import PresenceMonitor
-from tests.identities import PUBLIC_KEY
+from tests.identities import PUBLIC_KEY, join
 
 LAMBDA = "20261125" + "1a" * 16
 OTHER = "20261125" + "2b" * 16
-
-
-def join(origin: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "type": "join",
-        "origin": origin,
-        "name": "lambda-example",
-        "version": "1.0.0",
-        "personality": "APP",
-        "topic": "multiplex.0001-001",
-        "routes": ["hello.pojo"],
-        **fields,
-    }
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from meshkit.connectors.memory import MemoryBroker, MemoryConnector
 from meshkit.mesh import MeshNode
 from meshkit.mesh._frames import batch_record, event_record, parse
 from meshkit.mesh._topics import VirtualTopic
+from tests.identities import join
 from tests.transport_stubs import StubConnector, StubPlatform, stub_transport
 
 ORIGIN = "20260101" + "c" * 32
@@ -150,26 +151,13 @@ async def node() -> AsyncIterator[MeshNode]:
     await platform.stop()
 
 
-def _join(origin: str, topic: str, **fields: object) -> dict[str, object]:
-    return {
-        "type": "join",
-        "origin": origin,
-        "name": "lambda-example",
-        "version": "1.0.0",
-        "personality": "APP",
-        "topic": topic,
-        "routes": ["hello.pojo"],
-        **fields,
-    }
-
-
 async def test_a_peer_is_sent_batches_only_when_its_join_says_it_takes_them(node: MeshNode) -> None:
     assert node._me()["batches"] is True  # what this app says in its own join and answers
     old, new = Identity(), Identity()
     for origin, identity in ((OLD, old), (NEW, new)):
         node._on_notice({"type": "member", "origin": origin, "key": identity.public_key})
-    node._on_control(old.sign(_join(OLD, "multiplex.0001-001")))
-    node._on_control(new.sign(_join(NEW, "multiplex.0001-002", batches=True)))
+    node._on_control(old.sign(join(OLD, topic="multiplex.0001-001")))
+    node._on_control(new.sign(join(NEW, topic="multiplex.0001-002", batches=True)))
     assert (node.table.peers[OLD].batches, node.table.peers[NEW].batches) == (False, True)
     connector = StubConnector()
     node.transport.connector = connector  # type: ignore[assignment]  # keeps what the node publishes
