@@ -138,18 +138,16 @@ class EventTransport:
         for topic, entries in outgoing.items():
             records: list[bytes] = []
             events: list[EventEnvelope] = []
-            size = 0
+            size, joinable = 0, False  # joinable: what is held may take more records
             for record, event, batchable in entries:
                 # a batch stays within one segment's size; a record that size or more goes alone
-                if records and (not batchable or size + len(record) > self.segment_size):
+                if records and not (joinable and batchable and size + len(record) <= self.segment_size):
                     self._publish(topic, records, events)
                     records, events, size = [], [], 0
                 records.append(record)
                 events.append(event)
                 size += len(record)
-                if not batchable:
-                    self._publish(topic, records, events)
-                    records, events, size = [], [], 0
+                joinable = batchable
             if records:
                 self._publish(topic, records, events)
 
@@ -172,7 +170,7 @@ class EventTransport:
         if error is None:
             self.sent += len(events)
             return
-        for event in {id(event): event for event in events}.values():  # each event once, however many records
+        for event in events:  # distinct: only an event's last, short segment can share a batch
             log.warning("Event %s to %s not delivered: %s", event.id, topic, error)
             self._fail_pending(event, f"Unable to deliver {event.to} through {topic}: {error}")
 
