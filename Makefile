@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser test fuzz lint typecheck demo demo-up demo-down kafka bench clean
+.PHONY: venv browser test fuzz lint typecheck layers demo demo-up demo-down kafka bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The layer contracts of pyproject.toml's [tool.importlinter]: who may import whom, no cycles, no private reach.
+layers: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+
 # Debian's chromium and chromedriver for tests/test_dashboard.py (the dashboard in a real headless browser);
 # elsewhere install both and point MESHKIT_CHROMIUM / MESHKIT_CHROMEDRIVER at them.
 CHROMIUM := $(or $(MESHKIT_CHROMIUM),/usr/bin/chromium)
@@ -39,7 +43,7 @@ browser:
 	  echo "browser: installed $$($(CHROMEDRIVER) --version)"; \
 	fi
 
-test: $(STAMP) browser lint typecheck
+test: $(STAMP) browser lint typecheck layers
 	$(PY) -m pytest -q
 
 # Fuzz the edges that take outside input (tests/fuzz): MESHKIT_FUZZ_EXAMPLES inputs per target (25,000 by

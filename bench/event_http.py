@@ -19,6 +19,7 @@ from bench.common import IN_FLIGHT, Figure, measure, median_of, run_async
 from bench.processes import served
 from meshkit import AppConfig, Platform, PostOffice
 from meshkit.devbroker import free_port
+from meshkit.http import equip
 
 PAYLOAD = b"x" * 200
 OCTET_STREAM = {"content-type": "application/octet-stream"}
@@ -63,6 +64,7 @@ async def floor_figure(url: str) -> Figure:
 
 async def meshkit_figure(url: str) -> Figure:
     platform = Platform(AppConfig.load(argv=[], environ={}), name="bench-http-caller", functions=[])
+    equip(platform)  # the Event-over-HTTP client, as in an app
     await platform.start()
     po = PostOffice(platform)
 

@@ -25,6 +25,7 @@ from bench.common import Figure, measure, median_of, run_async
 from bench.kafka_floor import PAYLOADS, phase_broker, run_kafka_floor
 from bench.processes import served
 from meshkit import AppConfig, Platform, PostOffice
+from meshkit.connectors import make_connector
 from meshkit.devbroker import free_port
 from meshkit.mesh import join_mesh
 
@@ -70,7 +71,7 @@ async def _mesh(bootstrap: str | None = None) -> AsyncIterator[BenchMesh]:
             platform = Platform(config, name="bench-caller", functions=[])
             await platform.start()
             try:
-                await join_mesh(platform, "kafka")
+                await join_mesh(platform, make_connector(config))
                 po = PostOffice(platform)
                 await _until(lambda: po.exists("bench.echo"), 20.0)
                 yield BenchMesh(po, common, monitor, monitor_port, echo)
@@ -144,7 +145,7 @@ async def _monitor_rss_per_app(monitor: subprocess.Popen[bytes], port: int, apps
     """KB of monitor RSS per connected app: `apps` presence sessions (a hello each, as an app sends)."""
     from websockets.asyncio.client import connect
 
-    from meshkit._identity import Identity
+    from meshkit.security import Identity
 
     key = Identity().public_key
     hello = {"type": "hello", "name": "rss", "version": "1", "personality": "APP", "group": 1, "key": key}

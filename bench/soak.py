@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.mesh import _process, _until, mesh_settings, status_kb
 from meshkit import AppConfig, AppError, Platform, PostOffice
+from meshkit.connectors import make_connector
 from meshkit.devbroker import DevBroker, free_port
 from meshkit.mesh import join_mesh
 
@@ -59,7 +60,7 @@ class CallerPool:
         platform = Platform(self.config, name=f"soak-{len(self._platforms)}", functions=[])
         self._platforms.append(platform)
         await platform.start()
-        await join_mesh(platform, "kafka")
+        await join_mesh(platform, make_connector(self.config))
         po = PostOffice(platform)
         await _until(lambda: len(po.search("bench.echo")) >= 1, 30.0)
         return po

@@ -7,19 +7,32 @@ async def hello(headers, body, instance):
     return body
 
 app = create_app(name="hello-service")
+
+What an app author uses is here. The layers underneath: meshkit.core (the event bus), meshkit.http (FastAPI),
+meshkit.mesh, meshkit.connectors, meshkit.observe, meshkit.security, meshkit.config; and meshkit.testing.
 """
 
-from meshkit._app import create_app, install
-from meshkit._codec import CodecError, decode, encode
-from meshkit._config import AppConfig, ConfigError
-from meshkit._envelope import EventEnvelope
-from meshkit._functions import AppError, FunctionRegistry, FunctionSpec, route
-from meshkit._platform import Platform, current_platform
-from meshkit._postoffice import PostOffice, SyncPostOffice
-
-__version__ = "0.1.0"
+from meshkit.__version__ import __version__
+from meshkit.config import AppConfig, ConfigError
+from meshkit.core import (
+    Address,
+    AppError,
+    CodecError,
+    EventEnvelope,
+    FunctionRegistry,
+    FunctionSpec,
+    Platform,
+    PostOffice,
+    SyncPostOffice,
+    current_platform,
+    decode,
+    encode,
+    route,
+)
+from meshkit.http import create_app, install, load_config
 
 __all__ = [
+    "Address",
     "AppConfig",
     "AppError",
     "CodecError",
@@ -36,5 +49,6 @@ __all__ = [
     "decode",
     "encode",
     "install",
+    "load_config",
     "route",
 ]

@@ -1,7 +1,7 @@
 """The ``meshkit`` command: ``meshkit run MODULE:APP [--host H] [--port P] [-Dkey=value ...]``.
 
 ``-D`` arguments may appear anywhere on the command line. They become process-wide system properties
-(:func:`meshkit._config.set_system_properties`) before uvicorn starts, so ``AppConfig.load()`` inside the
+(:func:`meshkit.config.set_system_properties`) before uvicorn starts, so ``AppConfig.load()`` inside the
 app sees them even though uvicorn's own argument parser would reject them. Without ``--port`` the port is
 ``server.port`` from the app's configuration (its package directory's ``application.properties``/``.yml``,
 the environment and the ``-D`` arguments), else 8080.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshkit._config import AppConfig, ConfigError, parse_define_arguments, set_system_properties
+from meshkit.config import AppConfig, ConfigError, parse_define_arguments, set_system_properties
 
 DEFAULT_PORT = 8080
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")

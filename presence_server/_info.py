@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from meshkit._time import elapsed_text
+from meshkit.core import elapsed_text
 from meshkit.mesh import TopicLayout
 from presence_server._state import MeshState
 

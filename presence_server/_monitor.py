@@ -13,16 +13,21 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from meshkit._codec import iso_utc_ms
-from meshkit._identity import public_key
-from meshkit._platform import Platform
-from meshkit._security import KEY_HEADER, MeshKeys
+from meshkit import Platform
 from meshkit.connectors import Connector, ConnectorError, Subscription
-from meshkit.mesh import MONITOR_TOPIC, TopicLayout
-from meshkit.mesh._frames import EVERYONE, FrameError, control_record, parse
-from meshkit.mesh._loopback import Loopback
-from meshkit.mesh._vouched import ORIGIN
-from meshkit.mesh._watchdog import ConnectorWatchdog
+from meshkit.core import iso_utc_ms
+from meshkit.mesh import (
+    EVERYONE,
+    MONITOR_TOPIC,
+    ORIGIN,
+    ConnectorWatchdog,
+    FrameError,
+    Loopback,
+    TopicLayout,
+    control_record,
+    parse,
+)
+from meshkit.security import KEY_HEADER, MeshKeys, public_key
 from presence_server._info import mesh_summary, parse_iso
 from presence_server._sessions import Session, Sessions
 from presence_server._state import ClaimResult, Connection, MeshState

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from meshkit._codec import iso_utc_ms
+from meshkit.core import iso_utc_ms
 
 log = logging.getLogger("presence_server.state")
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 
-from meshkit import AppError, FunctionRegistry
-from meshkit._app import install, load_config
-from meshkit._metrics import add_gauge
-from meshkit.mesh import HEALTH_ROUTE, make_connector, mesh_settings
+from meshkit import AppError, FunctionRegistry, install, load_config
+from meshkit.connectors import make_connector
+from meshkit.mesh import HEALTH_ROUTE, mesh_settings
+from meshkit.observe import add_gauge
 from presence_server._monitor import PresenceMonitor
 from presence_server.dashboard import Dashboard
 

@@ -7,7 +7,7 @@ It reads the configuration with ``argv=[]``, so a value can only come from the s
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from meshkit._config import AppConfig
+from meshkit.config import AppConfig
 
 app = FastAPI()
 

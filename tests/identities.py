@@ -3,7 +3,7 @@ public key), and an app's join as its peers read it."""
 
 from typing import Any
 
-from meshkit._identity import Identity
+from meshkit.security import Identity
 
 PUBLIC_KEY = Identity().public_key
 

@@ -1,7 +1,7 @@
 """Helpers for the tracing, metrics and logging tests.
 
-Two platforms joined by the real event transport over an in-memory broker (no presence monitor: each knows the
-other as a peer), and a function that collects the trace records forwarded to it.
+Two apps meshed in the test's process (meshkit.testing.TestMesh: the real event transport over an in-memory
+broker), and a function that collects the trace records forwarded to it.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from meshkit import FunctionRegistry, FunctionSpec, Platform
-from meshkit.connectors.memory import MemoryBroker, MemoryConnector
-from meshkit.mesh import Peer, RoutingTable, TopicLayout
-from meshkit.mesh._table import MeshRouter
 from meshkit.mesh._transport import EventTransport
+from meshkit.testing import TestMesh
 
 FORWARDER = "trace.collector"
 
@@ -34,50 +32,8 @@ def trace_collector(registry: FunctionRegistry) -> list[dict[str, Any]]:
 async def two_platform_mesh(
     first: Iterable[FunctionSpec], second: Iterable[FunctionSpec], **properties: str
 ) -> AsyncIterator[tuple[Platform, Platform, list[EventTransport]]]:
-    """Platforms A and B on virtual topics 0 and 1 of one memory broker, each routing to the other."""
-    from tests.bus import running_platform
-
-    layout = TopicLayout()
-    async with (
-        running_platform(first, name="app-a", **properties) as a,
-        running_platform(second, name="app-b", **properties) as b,
-    ):
-        broker = MemoryBroker()
-        transports = []
-        connectors = []
-        for index, platform in enumerate((a, b)):
-            connector = MemoryConnector(broker=broker)
-            await connector.start()
-            await connector.ensure_topic(layout.virtual(index).topic, layout.partitions_per_topic)
-            transport = EventTransport(
-                platform,
-                connector,
-                segment_size=64 * 1024,
-                max_event_bytes=1024 * 1024,
-                on_control=lambda message: None,
-                layout=layout,
-            )
-            await transport.listen(layout.virtual(index))
-            transports.append(transport)
-            connectors.append(connector)
-        for index, (platform, other) in enumerate(((a, b), (b, a))):
-            table = RoutingTable()
-            table.join(
-                Peer(
-                    other.origin,
-                    other.name,
-                    "1.0",
-                    "APP",
-                    layout.virtual(1 - index),
-                    set(other.public_routes()),
-                )
-            )
-            platform.remote = MeshRouter(table, transports[index])
-        try:
-            yield a, b, transports
-        finally:
-            for platform in (a, b):
-                platform.remote = None
-            for transport, connector in zip(transports, connectors, strict=True):
-                await transport.close()
-                await connector.close()
+    """Apps A and B in one TestMesh, each knowing the other's routes; with their event transports."""
+    async with TestMesh(properties) as mesh:
+        a = await mesh.app("app-a", first)
+        b = await mesh.app("app-b", second)
+        yield a, b, [mesh.node(a).transport, mesh.node(b).transport]

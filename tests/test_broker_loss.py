@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from meshkit.devbroker import DevBroker
-from meshkit.mesh._watchdog import EXIT_CONNECTOR_LOST
+from meshkit.mesh import EXIT_CONNECTOR_LOST
 from tests.servers import UvicornProcess, free_port
 
 WATCHDOG = {"connector.watchdog.interval": "0.5", "connector.watchdog.exit.after": "3"}

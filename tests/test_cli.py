@@ -21,7 +21,7 @@ import pytest
 
 import meshkit
 from meshkit import cli
-from meshkit._config import ConfigError, set_system_properties, system_properties
+from meshkit.config import ConfigError, set_system_properties, system_properties
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -206,7 +206,7 @@ def test_a_module_that_cannot_be_found_exits_2(
 
 
 def test_module_directory_is_the_directory_of_the_module_file() -> None:
-    assert cli.module_directory("meshkit._config") == REPO / "meshkit"
+    assert cli.module_directory("meshkit.config._config") == REPO / "meshkit" / "config"
     assert cli.module_directory("no_such_package.inner") is None
 
 

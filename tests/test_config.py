@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meshkit._config import (
+from meshkit.config import (
     AppConfig,
     ConfigError,
     is_secret_key,

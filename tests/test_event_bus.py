@@ -11,8 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from meshkit import AppError, EventEnvelope, FunctionRegistry, PostOffice
-from meshkit._functions import make_spec, validate_route_name
-from tests.bus import running_platform
+from meshkit.core import make_spec, validate_route_name
+from meshkit.testing import running_platform
 
 
 @pytest.mark.parametrize("name", ["hello.world", "v1.my-service_2.get", "a.b"])
@@ -314,7 +314,7 @@ async def test_the_default_queue_bound_comes_from_configuration() -> None:
     async def slow(body: Any) -> None:
         await asyncio.sleep(10)
 
-    async with running_platform(registry, **{"max.queue": "1"}) as platform:
+    async with running_platform(registry, properties={"max.queue": "1"}) as platform:
         po = PostOffice(platform)
         await po.send("default.bound", 1)  # runs
         await po.send("default.bound", 2)  # waits

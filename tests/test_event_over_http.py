@@ -18,7 +18,8 @@ import aiohttp
 import msgpack
 import pytest
 
-from meshkit import AppConfig, AppError, EventEnvelope, Platform, PostOffice, decode, encode
+from meshkit import AppError, EventEnvelope, Platform, PostOffice, decode, encode
+from meshkit.testing import running_platform
 from tests.servers import UvicornProcess, free_port
 
 MAX_EVENT_SIZE = 16 * 1024
@@ -43,10 +44,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 async def platform() -> AsyncIterator[Platform]:
     """The caller: an app of the test's own, with no functions, that reaches the server only over HTTP."""
-    caller = Platform(AppConfig.load(argv=[], environ={}), name="http-caller", functions=[])
-    await caller.start()
-    yield caller
-    await caller.stop()
+    async with running_platform([], name="http-caller") as caller:
+        yield caller
 
 
 async def post(

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshkit import AppError, CodecError, EventEnvelope, decode, encode
-from meshkit import _codec as codec
-from meshkit._codec import decode_pieces, encode_split
+from meshkit.core import _codec as codec
+from meshkit.core import decode_pieces, encode_split
+from meshkit.mesh import VirtualTopic
 from meshkit.mesh._frames import FrameError, Reassembler, parse, segment_records
-from meshkit.mesh._topics import VirtualTopic
 from tests.fuzz import valid_envelopes, wire_bytes
 from tests.transport_stubs import StubConnector, StubPlatform, stub_transport
 

@@ -45,13 +45,12 @@ from hazelcast.serialization import SerializationServiceV1
 from hazelcast.serialization.serialization_const import CONSTANT_TYPE_BYTE_ARRAY, PYTHON_TYPE_PICKLE
 
 from meshkit import AppConfig, ConfigError
-from meshkit.connectors import Connector, ConnectorError
+from meshkit.connectors import Connector, ConnectorError, make_connector
 from meshkit.connectors.hazelcast._bridge import bridge
 from meshkit.connectors.hazelcast._config import connect_timeout_of, read_batch_size_of
 from meshkit.connectors.hazelcast._connector import refuse_pickles
 from meshkit.connectors.hazelcast._publisher import OrderedPublisher
 from meshkit.devbroker import free_port
-from meshkit.mesh import make_connector
 
 
 def load(**properties: str) -> AppConfig:

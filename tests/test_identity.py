@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from meshkit import AppConfig, EventEnvelope, Platform
-from meshkit._identity import Identity, public_key, signed_by
-from meshkit._security import MeshKeys
 from meshkit.connectors.memory import MemoryBroker, MemoryConnector
 from meshkit.mesh import MeshNode, TopicLayout
 from meshkit.mesh._frames import EVERYONE, control_record
 from meshkit.mesh._vouched import MAX_HELD, VouchedKeys
+from meshkit.security import Identity, MeshKeys, public_key, signed_by
 from presence_server._monitor import PresenceMonitor
 from tests.identities import PUBLIC_KEY, join
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from meshkit import AppConfig, ConfigError
-from meshkit._context import EventContext, current_event
-from meshkit._logging import JsonFormatter, make_formatter, set_log_origin, setup_logging
+from meshkit.core import EventContext, current_event
+from meshkit.observe._logging import JsonFormatter, make_formatter, set_log_origin, setup_logging
 from tests.servers import REPO
 
 ORIGIN = "20261125" + "ab" * 16

@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 
 from meshkit import AppConfig, AppError, FunctionRegistry, Platform, PostOffice
-from meshkit.connectors import Connector
+from meshkit.connectors import Connector, make_connector
 from meshkit.connectors.memory import MemoryConnector
 from meshkit.devbroker import DevBroker, free_port
 from meshkit.mesh import MeshNode, join_mesh
@@ -134,7 +134,7 @@ async def start_app(name: str, registry: FunctionRegistry, backend: Backend, mon
     platform = Platform(config, name=name, functions=list(registry))
     await platform.start()
     try:
-        node = await join_mesh(platform, backend.kind, connector=backend.connector())
+        node = await join_mesh(platform, backend.connector() or make_connector(config))
     except BaseException:
         await platform.stop()
         raise

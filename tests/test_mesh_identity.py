@@ -12,10 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from meshkit import AppConfig
-from meshkit._identity import Identity
-from meshkit._security import MeshKeys
 from meshkit.devbroker import DevBroker
 from meshkit.mesh._frames import EVERYONE, control_record
+from meshkit.security import Identity, MeshKeys
 from tests.mesh_fixtures import LAMBDA_APP, REST_APP, Mesh, connections_of, publish_raw, serves, wait_until
 
 pytestmark = pytest.mark.kafka

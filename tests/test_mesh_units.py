@@ -284,8 +284,7 @@ def test_a_malformed_claim_changes_nothing(bad: dict[str, object]) -> None:
 
 def test_kafka_tls_and_sasl_settings_pass_through_to_the_client() -> None:
     from meshkit import AppConfig
-    from meshkit.connectors.kafka import consumer_config, producer_config
-    from meshkit.mesh import kafka_settings
+    from meshkit.connectors.kafka import consumer_config, kafka_settings, producer_config
 
     config = AppConfig.load(
         argv=[],

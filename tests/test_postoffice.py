@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from meshkit import AppError, EventEnvelope, FunctionRegistry, PostOffice
-from tests.bus import running_platform
+from meshkit.testing import running_platform
 
 registry = FunctionRegistry()
 received: list[Any] = []

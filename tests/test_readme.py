@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from meshkit import EventEnvelope, PostOffice
-from meshkit._functions import default_registry
-from tests.bus import running_platform
+from meshkit.core import default_registry
+from meshkit.testing import running_platform
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)

@@ -15,11 +15,10 @@ import msgpack
 import pytest
 
 from meshkit import AppConfig, EventEnvelope, Platform
-from meshkit._identity import Identity
 from meshkit.connectors.memory import MemoryBroker, MemoryConnector
-from meshkit.mesh import MeshNode
+from meshkit.mesh import MeshNode, VirtualTopic
 from meshkit.mesh._frames import batch_record, event_record, parse
-from meshkit.mesh._topics import VirtualTopic
+from meshkit.security import Identity
 from tests.identities import join
 from tests.transport_stubs import StubConnector, StubPlatform, stub_transport
 

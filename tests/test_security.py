@@ -10,7 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from meshkit import AppConfig, AppError, EventEnvelope, Platform, PostOffice, decode, encode
-from meshkit._security import MeshKeys
+from meshkit.http import equip
+from meshkit.security import MeshKeys
 from tests.identities import PUBLIC_KEY
 from tests.servers import UvicornProcess
 
@@ -65,6 +66,7 @@ async def test_a_post_office_presents_its_own_key() -> None:
     with UvicornProcess("tests.apps.http_target:app", properties={"mesh.api.key": KEYS}) as server:
         for caller_config, expected in ((config, 200), (AppConfig.load(argv=[], environ={}), 401)):
             platform = Platform(caller_config, name="caller", functions=[])
+            equip(platform)  # the Event-over-HTTP client, as in an app
             await platform.start()
             try:
                 po = PostOffice(platform)

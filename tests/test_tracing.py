@@ -26,8 +26,8 @@ from meshkit import (
     decode,
     encode,
 )
-from meshkit._tracing import format_traceparent, parse_traceparent
-from tests.bus import running_platform
+from meshkit.observe import format_traceparent, parse_traceparent
+from meshkit.testing import running_platform
 from tests.observability import FORWARDER, trace_collector, two_platform_mesh
 from tests.servers import UvicornProcess
 
@@ -159,7 +159,7 @@ async def test_a_trace_follows_every_hop_on_the_bus(trace_lines: list[logging.Lo
     registry = FunctionRegistry()
     _hops(registry)
     forwarded = trace_collector(registry)
-    async with running_platform(registry, **{"distributed.trace.forwarder": FORWARDER}) as platform:
+    async with running_platform(registry, properties={"distributed.trace.forwarder": FORWARDER}) as platform:
         po = PostOffice(platform, trace_id=TRACE, trace_path="GET /api/hops")
         reply = await po.request("hop.a", "hi")
         await eventually(lambda: len(forwarded) == 4)
@@ -210,7 +210,7 @@ async def test_errors_and_the_wait_in_the_queue_are_in_the_record() -> None:
             await release.wait()
         return "done"
 
-    async with running_platform(registry, **{"distributed.trace.forwarder": FORWARDER}) as platform:
+    async with running_platform(registry, properties={"distributed.trace.forwarder": FORWARDER}) as platform:
         po = PostOffice(platform, trace_id="order-17", trace_path="POST /api/orders")
         assert (await po.request("fail.conflict", None)).status == 409
         assert (await po.request("fail.crash", None)).status == 500
@@ -239,7 +239,7 @@ async def test_untraced_events_and_the_forwarder_itself_leave_no_record(
     registry = FunctionRegistry()
     _hops(registry)
     forwarded = trace_collector(registry)
-    async with running_platform(registry, **{"distributed.trace.forwarder": FORWARDER}) as platform:
+    async with running_platform(registry, properties={"distributed.trace.forwarder": FORWARDER}) as platform:
         reply = await PostOffice(platform).request("hop.a", "hi")
         assert reply.body["a"] is None and reply.trace_id is None
         # a traced event to the forwarder is not traced either (it would feed itself)
@@ -255,7 +255,9 @@ async def test_a_missing_forwarder_is_reported_once_and_the_log_still_gets_the_r
 ) -> None:
     registry = FunctionRegistry()
     _hops(registry)
-    async with running_platform(registry, **{"distributed.trace.forwarder": "no.such.route"}) as platform:
+    async with running_platform(
+        registry, properties={"distributed.trace.forwarder": "no.such.route"}
+    ) as platform:
         for _ in range(3):
             await PostOffice(platform, trace_id=TRACE).request("hop.c", None)
     assert len(trace_lines) == 3
@@ -484,7 +486,7 @@ def spans() -> Iterator[Any]:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from meshkit.otel import use_tracer_provider
+    from meshkit.observe.otel import use_tracer_provider
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -509,7 +511,7 @@ async def test_each_execution_is_an_otel_span_child_of_its_sender(spans: Any) ->
         raise RuntimeError("otel sees this")
 
     props = {"tracing.otel": "true", "distributed.trace.forwarder": FORWARDER}
-    async with running_platform(registry, **props) as platform:
+    async with running_platform(registry, properties=props) as platform:
         po = PostOffice(platform, trace_id=TRACE, trace_path="GET /api/otel")
         await po.request("hop.a", None)
         await po.request("hop.crash", None)
@@ -546,7 +548,7 @@ async def test_the_http_edge_is_the_parent_span_of_the_first_execution(spans: An
     assert hop.parent.span_id == edge.context.span_id
     assert edge.attributes["http.response.status_code"] == 200
     # an X-Trace-Id of another shape: the same OpenTelemetry trace in every process (hashed)
-    from meshkit.otel import otel_trace_id
+    from meshkit.observe.otel import otel_trace_id
 
     assert started.headers["x-trace-id"] == "order-9"
     edge6 = next(s for s in finished if s.name == "GET /api/hops/6")

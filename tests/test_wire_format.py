@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from meshkit import CodecError, EventEnvelope, decode, encode
-from meshkit._codec import iso_utc_ms
+from meshkit.core import iso_utc_ms
 
 # -- what an envelope looks like on the wire ---------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 
 from meshkit import EventEnvelope
 from meshkit.connectors import ConnectorError
-from meshkit.mesh._topics import TopicLayout
+from meshkit.mesh import TopicLayout
 from meshkit.mesh._transport import EventTransport
 
 

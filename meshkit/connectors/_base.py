@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 # Called on the event loop thread with the raw record value, in partition order.
 RecordHandler = Callable[[bytes], None]
+
+#: How soon a subscription must see a new record: "low" (events: milliseconds), "control" (a control
+#: channel: tens of milliseconds), "background" (an observer such as the dashboard: hundreds). A connector
+#: that polls the cluster (Kafka) polls the patient ones less often; one that is pushed to treats all alike.
+Latency = Literal["low", "control", "background"]
 
 
 class ConnectorError(Exception):
@@ -46,12 +51,12 @@ class Connector(Protocol):
         """
 
     async def consume(
-        self, topic: str, partition: int, on_record: RecordHandler, *, relaxed: bool = False
+        self, topic: str, partition: int, on_record: RecordHandler, *, latency: Latency = "low"
     ) -> Subscription:
         """Deliver every record published to this partition after the call returns, in order.
 
-        `relaxed`: a control channel that can wait tens of milliseconds; a connector may poll it less
-        eagerly so that idle subscriptions cost the cluster little.
+        `latency`: how long a record may take to arrive (see `Latency`), so that idle subscriptions that
+        can wait cost the cluster little.
 
         The partition is assigned, not joined through a consumer group: no rebalance, no group wait.
         """

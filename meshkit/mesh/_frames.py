@@ -1,8 +1,9 @@
 """Records on the connector: who a record is for, and what it carries (an event, a segment, a control map).
 
-A record is a MsgPack map: ``{"type", "origin", ...}``. ``origin`` names the recipient app instance ("*" for
-everyone on a shared partition), so a record that reached the wrong app (a topic handed over to a new owner)
-is recognised and skipped.
+A record is a MsgPack map: ``{"type", "origin", ...}`` (docs/protocol/records.md). Its wire key ``origin``
+names the *recipient* app instance ("*" for everyone on a shared partition; the key keeps the name older
+meshkit apps read), so a record that reached the wrong app (a topic handed over to a new owner) is recognised
+and skipped. In code it is the recipient throughout.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 import msgpack
 
-from meshkit._codec import Buffer, bin_header, envelope_to_map, pack
-from meshkit._envelope import EventEnvelope
+from meshkit.core import Buffer, EventEnvelope, bin_header, envelope_to_map, pack
 
+RECIPIENT = "origin"  # the wire key that names a record's recipient (docs/protocol/records.md)
 EVERYONE = "*"
 DEFAULT_SEGMENT_SIZE = 64 * 1024
 
@@ -30,25 +31,28 @@ class FrameError(ValueError):
     """A record that is not a meshkit frame."""
 
 
-def event_record(origin: str, event: EventEnvelope, reply: str | None = None) -> bytes:
+def event_record(recipient: str, event: EventEnvelope, reply: str | None = None) -> bytes:
     """One record holding the event's map itself (one MsgPack pass each way, no envelope bytes inside).
 
     `reply` is the sender's virtual topic: the recipient can answer before it has heard the sender's join.
     """
-    return pack({"type": "event", "origin": origin, "reply": reply, "event": envelope_to_map(event)})
+    return pack({"type": "event", RECIPIENT: recipient, "reply": reply, "event": envelope_to_map(event)})
 
 
 def event_records(
-    origin: str, event_bytes: Buffer, segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
+    recipient: str, event_bytes: Buffer, segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
 ) -> list[bytes]:
     """One record, or segments of at most `segment_size` payload bytes when the event is larger."""
     if len(event_bytes) <= segment_size:
-        return [pack({"type": "event", "origin": origin, "reply": reply, "payload": event_bytes})]
-    return segment_records(origin, (event_bytes,), segment_size, reply)
+        return [pack({"type": "event", RECIPIENT: recipient, "reply": reply, "payload": event_bytes})]
+    return segment_records(recipient, (event_bytes,), segment_size, reply)
 
 
 def segment_records(
-    origin: str, pieces: Sequence[Buffer], segment_size: int = DEFAULT_SEGMENT_SIZE, reply: str | None = None
+    recipient: str,
+    pieces: Sequence[Buffer],
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    reply: str | None = None,
 ) -> list[bytes]:
     """The segments of the event whose bytes are the concatenation of `pieces` (e.g. a head and a body).
 
@@ -58,7 +62,8 @@ def segment_records(
     total = sum(len(piece) for piece in pieces)
     count = (total + segment_size - 1) // segment_size
     message_id = f"{_prefix}{next(_counter):x}"
-    common = pack({"type": "segment", "origin": origin, "reply": reply, "id": message_id, "count": count})
+    head = {"type": "segment", RECIPIENT: recipient, "reply": reply, "id": message_id, "count": count}
+    common = pack(head)
     common = b"\x87" + common[1:]  # a fixmap of 5 fields, made one of 7: index and payload follow
     views = [memoryview(piece) for piece in pieces]
     records: list[bytes] = []
@@ -83,11 +88,11 @@ def batch_record(records: Sequence[bytes]) -> bytes:
     A broker client may cut a run of records into several requests, and the recipient then fetches them in
     pieces, each piece paying a request of its own; one record cannot be cut. A batch holds no batch.
     """
-    return msgpack.packb({"type": "batch", "origin": EVERYONE, "records": list(records)})  # type: ignore[no-any-return]
+    return msgpack.packb({"type": "batch", RECIPIENT: EVERYONE, "records": list(records)})  # type: ignore[no-any-return]
 
 
-def control_record(origin: str, message: dict[str, Any]) -> bytes:
-    return msgpack.packb({"type": "control", "origin": origin, "payload": message})  # type: ignore[no-any-return]
+def control_record(recipient: str, message: dict[str, Any]) -> bytes:
+    return msgpack.packb({"type": "control", RECIPIENT: recipient, "payload": message})  # type: ignore[no-any-return]
 
 
 def parse(record: bytes) -> dict[str, Any]:
@@ -102,9 +107,9 @@ def parse(record: bytes) -> dict[str, Any]:
     if (
         not isinstance(frame, dict)
         or not isinstance(frame.get("type"), str)
-        or not isinstance(frame.get("origin"), str)
+        or not isinstance(frame.get(RECIPIENT), str)
     ):
-        raise FrameError("not a meshkit record (a map with 'type' and 'origin' expected)")
+        raise FrameError(f"not a meshkit record (a map with 'type' and '{RECIPIENT}' expected)")
     return frame
 
 
@@ -133,7 +138,7 @@ def _segment(record: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         return None
-    if not isinstance(frame.get("origin"), str):
+    if not isinstance(frame.get(RECIPIENT), str):
         return None
     frame["payload"] = memoryview(record)[offset:]
     return frame

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from meshkit._functions import AppError
 from meshkit.connectors import ConnectorError
+from meshkit.core import AppError
 
 
 class Loopback:

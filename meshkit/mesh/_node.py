@@ -1,24 +1,27 @@
-"""An app's membership of the mesh: connector, transport, routing table and presence, wired together."""
+"""An app's membership of the mesh: connector, transport, routing table and presence, wired together.
+
+The control messages it exchanges with its peers are in docs/protocol/control.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
-from meshkit._config import AppConfig, ConfigError
-from meshkit._functions import AppError, FunctionSpec
-from meshkit._identity import Identity, public_key, signed_by
-from meshkit._platform import Platform
-from meshkit._security import MeshKeys
+from meshkit.config import AppConfig, ConfigError
 from meshkit.connectors import Connector
+from meshkit.core import AppError, FunctionSpec, Platform
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
-from meshkit.mesh._presence import PresenceClient
-from meshkit.mesh._table import MeshRouter, Peer, RoutingTable
+from meshkit.mesh._presence import Member, PresenceClient, PresenceFactory
+from meshkit.mesh._router import MeshRouter
+from meshkit.mesh._table import Peer, RoutingTable
 from meshkit.mesh._topics import DEFAULT_MAX_GROUPS, MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._transport import EventTransport
 from meshkit.mesh._vouched import ORIGIN, VouchedKeys
 from meshkit.mesh._watchdog import ConnectorWatchdog
+from meshkit.security import Identity, MeshKeys, public_key, signed_by
 
 log = logging.getLogger("meshkit.mesh")
 
@@ -42,7 +45,12 @@ def mesh_settings(config: AppConfig) -> tuple[TopicLayout, int, int]:
 
 
 class MeshNode:
-    def __init__(self, platform: Platform, connector: Connector) -> None:
+    """One app instance in the mesh. `presence` makes its link to the control plane (default: a websocket
+    to the monitors in `presence.url`)."""
+
+    def __init__(
+        self, platform: Platform, connector: Connector, *, presence: PresenceFactory | None = None
+    ) -> None:
         config = platform.config
         self.platform = platform
         self.connector = connector
@@ -59,18 +67,23 @@ class MeshNode:
             on_control=self._on_control,
             layout=self.layout,
         )
-        self.router = MeshRouter(self.table, self.transport)
-        urls = config.get_list("presence.url") or ["ws://127.0.0.1:8080/ws/presence"]
-        self.presence = PresenceClient(
-            platform,
-            urls,
-            group=self.group,
-            keepalive=config.get_float("presence.keepalive", 2.0),
-            on_ready=self._on_ready,
-            on_notice=self._on_notice,
-            public_key=self.identity.public_key,
-            headers=self.keys.headers(),
+        self.router = MeshRouter(self.table, self.transport, platform)
+        if presence is None:
+            presence = functools.partial(
+                PresenceClient,
+                urls=config.get_list("presence.url") or ["ws://127.0.0.1:8080/ws/presence"],
+                keepalive=config.get_float("presence.keepalive", 2.0),
+                headers=self.keys.headers(),
+            )
+        member = Member(
+            platform.origin,
+            platform.name,
+            platform.version,
+            platform.personality,
+            self.group,
+            self.identity.public_key,
         )
+        self.presence = presence(member, self._on_ready, self._on_notice)
         self._tasks: set[asyncio.Task[None]] = set()
         self._recheck: asyncio.TimerHandle | None = None
         # a peer missing from a new monitor's list may just be one its log has not reached yet

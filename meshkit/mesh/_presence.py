@@ -1,7 +1,8 @@
 """The presence client: a websocket to a presence monitor that hands out this app's virtual topic.
 
 It says who this app is, keeps the connection alive, and moves to the next monitor in `presence.url`
-when its monitor goes away, keeping (or cleanly re-getting) its topic.
+when its monitor goes away, keeping (or cleanly re-getting) its topic. The messages are in
+docs/protocol/presence.md.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import datetime as _dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from meshkit._codec import iso_utc_ms
-from meshkit._platform import Platform
+from meshkit.core import iso_utc_ms
 
 log = logging.getLogger("meshkit.mesh.presence")
 
@@ -26,30 +27,58 @@ OnReady = Callable[[str, str, object], Awaitable[None]]  # (virtual topic name, 
 OnNotice = Callable[[dict[str, Any]], None]  # a peer vouched for ("member") or gone ("gone")
 
 
+@dataclass(frozen=True)
+class Member:
+    """Who an app instance says it is to the control plane (its hello)."""
+
+    origin: str
+    name: str
+    version: str
+    personality: str
+    group: int
+    public_key: str  # base64 of its Ed25519 public key: the monitors vouch for it to the group
+
+
+class Presence(Protocol):
+    """An app's link to the control plane: it gets the app its virtual topic (`on_ready`) and tells it which
+    peers are vouched for and which have gone (`on_notice`)."""
+
+    connected: asyncio.Event  # set while the control plane holds this app
+
+    async def start(self, wait: float) -> bool:
+        """Connect in the background; True if connected within `wait` seconds."""
+
+    async def close(self) -> None:
+        """Leave: the control plane releases the topic and tells the group."""
+
+
+#: makes an app's Presence from who it is and the node's handlers (MeshNode takes one; meshkit.testing has
+#: an in-process one)
+PresenceFactory = Callable[[Member, OnReady, OnNotice], Presence]
+
+
 class PresenceRefused(Exception):
     """The monitor said no (mesh full, origin already connected, bad key)."""
 
 
 class PresenceClient:
+    """The Presence of an app in a real mesh: a websocket to one of the monitors in `urls`."""
+
     def __init__(
         self,
-        platform: Platform,
-        urls: list[str],
-        *,
-        group: int,
-        keepalive: float,
+        member: Member,
         on_ready: OnReady,
         on_notice: OnNotice,
-        public_key: str,
+        *,
+        urls: list[str],
+        keepalive: float,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.platform = platform
+        self.member = member
         self.urls = [u.rstrip("/") for u in urls]
-        self.group = group
         self.keepalive = keepalive
         self.on_ready = on_ready
         self.on_notice = on_notice
-        self.public_key = public_key
         self.headers = headers or {}
         self.topic: str | None = None
         self.monitor: str | None = None
@@ -99,7 +128,7 @@ class PresenceClient:
             await asyncio.sleep(0.5 if attempt < len(self.urls) else 1.0)
 
     async def _session(self, url: str) -> None:
-        target = f"{url}/{self.platform.origin}"
+        target = f"{url}/{self.member.origin}"
         # pings find a monitor that hangs (its socket open, nothing answering): the app then moves on
         async with connect(
             target,
@@ -131,17 +160,17 @@ class PresenceClient:
             )
 
     def _hello(self) -> dict[str, Any]:
-        p = self.platform
+        me = self.member
         return {
             "type": "hello",
-            "origin": p.origin,
-            "name": p.name,
-            "version": p.version,
-            "personality": p.personality,
-            "group": self.group,
+            "origin": me.origin,
+            "name": me.name,
+            "version": me.version,
+            "personality": me.personality,
+            "group": me.group,
             "created": self._created,
             "topic": self.topic,
-            "key": self.public_key,
+            "key": me.public_key,
         }
 
     async def _keep_alive(self, ws: ClientConnection) -> None:

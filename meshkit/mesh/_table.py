@@ -7,8 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshkit._envelope import EventEnvelope
-from meshkit._functions import AppError
+from meshkit.core import RoutingView
 from meshkit.mesh._topics import VirtualTopic
 
 log = logging.getLogger("meshkit.mesh.registry")
@@ -102,35 +101,9 @@ class RoutingTable:
     def origins(self, route: str) -> list[str]:
         return list(self._routes.get(route, ()))
 
-    def describe(self) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    def describe(self) -> RoutingView:
         routes = {
             route: {o: f"{self.peers[o].name}, {self.peers[o].personality}" for o in origins}
             for route, origins in self._routes.items()
         }
         return routes, {origin: peer.describe() for origin, peer in self.peers.items()}
-
-
-class MeshRouter:
-    """The bus's view of the mesh (meshkit._platform.RemoteRouter): pick a peer, send an event there."""
-
-    def __init__(self, table: RoutingTable, transport: Any) -> None:
-        self.table = table
-        self.transport = transport
-        self.platform = transport.platform
-
-    def pick(self, route: str) -> str | None:
-        return self.table.pick(route)
-
-    def origins(self, route: str) -> list[str]:
-        return self.table.origins(route)
-
-    def send(self, origin: str, event: EventEnvelope) -> None:
-        peer = self.table.peers.get(origin)
-        topic = peer.topic if peer is not None else self.transport.return_addresses.get(origin)
-        if topic is None:
-            raise AppError(404, f"Origin {origin} is not reachable")
-        self.transport.send_event(topic, origin, event, batch=peer is not None and peer.batches)
-        self.platform.note_target(event, origin)
-
-    def describe(self) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
-        return self.table.describe()

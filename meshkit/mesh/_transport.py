@@ -8,14 +8,23 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from meshkit._codec import CodecError, decode, decode_pieces, encode, encode_split, envelope_from_map
-from meshkit._envelope import EventEnvelope
-from meshkit._functions import AppError
-from meshkit._platform import Platform
-from meshkit._tracing import stamp
 from meshkit.connectors import Connector, Subscription
+from meshkit.core import (
+    Address,
+    AppError,
+    CodecError,
+    EventEnvelope,
+    LocalBus,
+    decode,
+    decode_pieces,
+    encode,
+    encode_split,
+    envelope_from_map,
+    stamp,
+)
 from meshkit.mesh._frames import (
     EVERYONE,
+    RECIPIENT,
     FrameError,
     Reassembler,
     batch_record,
@@ -38,7 +47,7 @@ class EventTransport:
 
     def __init__(
         self,
-        platform: Platform,
+        bus: LocalBus,
         connector: Connector,
         *,
         segment_size: int,
@@ -46,7 +55,7 @@ class EventTransport:
         on_control: ControlHandler,
         layout: TopicLayout,
     ) -> None:
-        self.platform = platform
+        self.bus = bus
         self.connector = connector
         self.segment_size = segment_size
         self.max_event_bytes = max_event_bytes
@@ -81,7 +90,7 @@ class EventTransport:
         """Consume a partition that several apps share (the closed user group's control channel)."""
         if (topic, partition) not in self._shared:
             self._shared[(topic, partition)] = await self.connector.consume(
-                topic, partition, self._on_record, relaxed=True
+                topic, partition, self._on_record, latency="control"
             )
             log.info("%s, partition %d ready", topic, partition)
 
@@ -95,8 +104,13 @@ class EventTransport:
             await asyncio.wait(self._sending, timeout=2.0)
 
     # -- sending -------------------------------------------------------------------------------------------
+    @property
+    def pending_sends(self) -> int:
+        """Records handed to the connector and not yet acknowledged by the broker."""
+        return len(self._sending)
+
     def send_event(
-        self, topic: VirtualTopic, origin: str, event: EventEnvelope, *, batch: bool = False
+        self, topic: VirtualTopic, recipient: str, event: EventEnvelope, *, batch: bool = False
     ) -> None:
         """Encode now (errors surface to the caller), publish at the end of the loop turn.
 
@@ -109,7 +123,7 @@ class EventTransport:
             body = event.body
             # a body already larger than a segment skips the one-record attempt (a wasted pack of it all)
             large = isinstance(body, bytes | str | bytearray) and len(body) > self.segment_size
-            records = [] if large else [event_record(origin, event, reply)]
+            records = [] if large else [event_record(recipient, event, reply)]
             if large or len(records[0]) > self.segment_size:  # large: the envelope's bytes, in segments
                 # a bytes/str body is cut straight into the segments, after the envelope's head
                 pieces = encode_split(event) or (encode(event),)
@@ -118,9 +132,9 @@ class EventTransport:
                     limit = self.max_event_bytes
                     raise AppError(413, f"Event of {size} bytes exceeds max.event.size={limit}")
                 if size > self.segment_size:
-                    records = segment_records(origin, pieces, self.segment_size, reply)
+                    records = segment_records(recipient, pieces, self.segment_size, reply)
                 else:  # only the one-record wrapper was too much: the envelope's bytes in one record
-                    records = event_records(origin, b"".join(pieces), self.segment_size, reply)
+                    records = event_records(recipient, b"".join(pieces), self.segment_size, reply)
         except CodecError as exc:
             raise AppError(500, str(exc)) from exc
         pending = self._outgoing.get(topic)
@@ -176,13 +190,13 @@ class EventTransport:
 
     def _fail_pending(self, event: EventEnvelope, message: str) -> None:
         # a request of ours that never left: answer it now rather than let it wait for its timeout
-        if event.reply_to == self.platform.inbox and event.cid is not None:
-            self.platform.deliver_reply(
-                EventEnvelope(self.platform.inbox, message, status=503, cid=event.cid)
-            )
+        if event.reply_to == self.bus.inbox and event.cid is not None:
+            self.bus.deliver_reply(EventEnvelope(self.bus.inbox, message, status=503, cid=event.cid))
 
-    async def publish_control(self, topic: str, partition: int, origin: str, message: dict[str, Any]) -> None:
-        await self.connector.publish(topic, partition, control_record(origin, message))
+    async def publish_control(
+        self, topic: str, partition: int, recipient: str, message: dict[str, Any]
+    ) -> None:
+        await self.connector.publish(topic, partition, control_record(recipient, message))
 
     async def loopback(self, timeout: float = 5.0) -> float:
         """Milliseconds for a record to travel through the broker and back to this app's own partition."""
@@ -191,7 +205,7 @@ class EventTransport:
         topic = self.topic
 
         def send(probe: dict[str, str]) -> Awaitable[None]:
-            return self.publish_control(topic.topic, topic.partition, self.platform.origin, probe)
+            return self.publish_control(topic.topic, topic.partition, self.bus.origin, probe)
 
         return await self._loopback.run(send, timeout)
 
@@ -204,8 +218,8 @@ class EventTransport:
                     raise FrameError("a batch record inside a batch")
                 self._on_batch(frame)
                 return
-            recipient = frame["origin"]
-            if recipient != self.platform.origin and recipient != EVERYONE:
+            recipient = frame[RECIPIENT]
+            if recipient != self.bus.origin and recipient != EVERYONE:
                 self.skipped += 1
                 log.debug("Skipped a record for %s (not this app)", recipient)
                 return
@@ -251,11 +265,11 @@ class EventTransport:
                     event = decode(payload)
             self._remember_sender(event, frame.get("reply"))
             self.received += 1
-            if event.to == self.platform.inbox:
-                self.platform.resolve_reply(event)
+            if event.to == self.bus.inbox:
+                self.bus.resolve_reply(event)
                 return
             try:
-                self.platform.dispatch(event, external=True)
+                self.bus.dispatch(event, external=True)
             except AppError as exc:
                 self._refuse(event, exc)
         elif kind == "control":
@@ -270,8 +284,10 @@ class EventTransport:
             raise FrameError(f"unknown record type {kind!r}")
 
     def _remember_sender(self, event: EventEnvelope, reply_topic: object) -> None:
-        if isinstance(reply_topic, str) and event.reply_to and event.reply_to.startswith("@"):
-            origin = event.reply_to[1:]
+        if not isinstance(reply_topic, str) or not event.reply_to:
+            return
+        route, origin = Address.parse(event.reply_to)
+        if not route and origin is not None:  # an inbox: the sender awaits the reply at reply_topic
             known = self.return_addresses.get(origin)
             if known is None or known.name != reply_topic:
                 try:
@@ -284,6 +300,6 @@ class EventTransport:
         log.warning("Refused event %s for %s: %s", event.id, event.to, error.message)
         if event.reply_to:
             reply = EventEnvelope(
-                event.reply_to, error.message, status=error.status, cid=event.cid, sender=self.platform.name
+                event.reply_to, error.message, status=error.status, cid=event.cid, sender=self.bus.name
             )
-            self.platform.deliver_reply(reply)
+            self.bus.deliver_reply(reply)

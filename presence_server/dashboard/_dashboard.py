@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 
-from meshkit._codec import iso_utc_ms
-from meshkit._time import elapsed_text
-from meshkit.connectors import Connector, ConnectorError
+from meshkit.connectors import ConnectorError
+from meshkit.core import elapsed_text, iso_utc_ms
 from presence_server._info import parse_iso
 from presence_server.dashboard._routes import RouteBook
 
@@ -39,9 +38,6 @@ TOPICS_TTL = 5.0  # the broker's topic list is asked at most this often
 MAX_EVENTS = 200
 SHOWN_EVENTS = 50
 FORGET_ROUTES_AFTER = 60.0  # routes of an origin never (or no longer) seen as a connection
-# The routes listener's Kafka consumers wait this long for records: the mesh's own consumers ask the broker
-# every 2 ms for low latency, which for ten idle group partitions costs the monitor and the broker real CPU.
-DASHBOARD_FETCH_WAIT_MS = "500"
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,6 @@ class Dashboard:
     def __init__(self) -> None:
         self.monitor: PresenceMonitor | None = None
         self.routes: RouteBook | None = None
-        self._connector: Connector | None = None  # the listener's own, when the monitor's is Kafka
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         self._seen: dict[str, _Seen] = {}
         self._monitors: set[str] = set()
@@ -98,16 +93,13 @@ class Dashboard:
     async def start(self, monitor: PresenceMonitor) -> None:
         self.monitor = monitor
         self._topics_lock = asyncio.Lock()
-        connector = self._connector = _listener_connector(monitor)
         self.routes = RouteBook(
-            connector or monitor.connector,
+            monitor.connector,
             monitor.groups,
             on_change=self._routes_changed,
             verify=monitor.keys.verify,
         )
         try:
-            if connector is not None:
-                await connector.start()
             await self.routes.start()
         except ConnectorError as exc:
             log.warning("Dashboard: app routes not shown: %s", exc)
@@ -123,9 +115,6 @@ class Dashboard:
             self._watcher = None
         if self.routes is not None:
             await self.routes.stop()
-        if self._connector is not None:
-            await self._connector.close()
-            self._connector = None
 
     # -- recent events ----------------------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -302,14 +291,3 @@ def _topic_name(monitor: PresenceMonitor, index: int) -> str:
         return monitor.layout.virtual(index).name
     except ValueError:  # from a peer monitor with another layout: show what is known
         return f"#{index}"
-
-
-def _listener_connector(monitor: PresenceMonitor) -> Connector | None:
-    """A Kafka connector of the listener's own with patient consumers; None: use the monitor's connector."""
-    if monitor.connector.name != "kafka":
-        return None
-    from meshkit.connectors.kafka import KafkaConnector
-    from meshkit.mesh import kafka_settings
-
-    settings = kafka_settings(monitor.platform.config)
-    return KafkaConnector({**settings, "fetch.wait.max.ms": DASHBOARD_FETCH_WAIT_MS})

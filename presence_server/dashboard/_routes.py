@@ -18,8 +18,7 @@ from functools import partial
 from typing import Any
 
 from meshkit.connectors import Connector, ConnectorError, Subscription
-from meshkit.mesh import MONITOR_TOPIC
-from meshkit.mesh._frames import FrameError, parse
+from meshkit.mesh import MONITOR_TOPIC, FrameError, parse
 
 log = logging.getLogger("presence_server.dashboard")
 
@@ -61,7 +60,10 @@ class RouteBook:
         await self.connector.ensure_topic(MONITOR_TOPIC, self.groups + 1)
         results = await asyncio.gather(
             *(
-                self.connector.consume(MONITOR_TOPIC, group, partial(self._on_record, group))
+                # a dashboard can wait: a connector that polls (Kafka) asks the broker seldom for these
+                self.connector.consume(
+                    MONITOR_TOPIC, group, partial(self._on_record, group), latency="background"
+                )
                 for group in range(1, self.groups + 1)
             ),
             return_exceptions=True,

@@ -29,12 +29,12 @@ from hypothesis import strategies as st
 from starlette.websockets import WebSocketDisconnect
 
 from meshkit import FunctionRegistry, Platform
-from meshkit._identity import Identity
 from meshkit.connectors import ConnectorError
 from meshkit.connectors.memory import MemoryBroker, MemoryConnector
 from meshkit.mesh import MeshNode, TopicLayout
 from meshkit.mesh._frames import EVERYONE, FrameError, control_record
 from meshkit.mesh._vouched import ORIGIN
+from meshkit.security import Identity
 from presence_server._monitor import PresenceMonitor, Session
 from tests.fuzz import (
     TOPIC_A,

@@ -15,7 +15,7 @@ from typing import Any
 
 from hazelcast.config import Config, ReconnectMode
 
-from meshkit._config import AppConfig, ConfigError
+from meshkit.config import AppConfig, ConfigError
 
 log = logging.getLogger(__name__)
 

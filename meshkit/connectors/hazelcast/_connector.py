@@ -17,7 +17,7 @@ from hazelcast.lifecycle import LifecycleState
 from hazelcast.proxy.map import Map
 from hazelcast.proxy.reliable_topic import ReliableTopic
 
-from meshkit.connectors._base import ConnectorError, RecordHandler
+from meshkit.connectors._base import ConnectorError, Latency, RecordHandler
 from meshkit.connectors.hazelcast._bridge import bridge
 from meshkit.connectors.hazelcast._config import (
     MAX_RECORD_BYTES,
@@ -365,9 +365,9 @@ class HazelcastConnector:
         return publisher.publish(topic, partition, payload)
 
     async def consume(
-        self, topic: str, partition: int, on_record: RecordHandler, *, relaxed: bool = False
+        self, topic: str, partition: int, on_record: RecordHandler, *, latency: Latency = "low"
     ) -> HazelcastSubscription:
-        # relaxed changes nothing here: a reliable topic pushes to its listener, nothing polls
+        # latency changes nothing here: a reliable topic pushes to its listener, nothing polls
         self._check_open()
         await self._checked(topic, partition)
         reliable_topic = await self._reliable_topic(partition_topic(topic, partition))

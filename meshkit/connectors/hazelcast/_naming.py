@@ -16,8 +16,6 @@ from typing import Any
 
 from hazelcast.core import HazelcastJsonValue
 
-from meshkit._codec import iso_utc_ms
-
 METADATA_MAP = "meshkit.topics"
 RINGBUFFER_PREFIX = "_hz_rb_"
 
@@ -49,7 +47,7 @@ def encode_topic(partitions: int, created: _dt.datetime | None = None) -> Hazelc
     if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
         raise ValueError(f"a topic needs at least one partition, not {partitions!r}")
     when = created if created is not None else _dt.datetime.now(_dt.UTC)
-    return HazelcastJsonValue(json.dumps({"partitions": partitions, "created": iso_utc_ms(when)}))
+    return HazelcastJsonValue(json.dumps({"partitions": partitions, "created": _iso_utc_ms(when)}))
 
 
 def decode_topic(value: object) -> int:
@@ -75,3 +73,9 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         raise ValueError(f"topic metadata is not JSON: {text[:80]!r}") from None
+
+
+def _iso_utc_ms(when: _dt.datetime) -> str:
+    # the envelope's timestamp format, written here so that connectors need nothing of the core
+    utc = when.replace(tzinfo=_dt.UTC) if when.tzinfo is None else when.astimezone(_dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

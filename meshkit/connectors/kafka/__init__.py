@@ -15,9 +15,11 @@ except ModuleNotFoundError as e:  # pragma: no cover - depends on the installed 
 from meshkit.connectors.kafka._config import (
     CONSUMER_DEFAULTS,
     MAX_RECORD_BYTES,
+    PATIENT_FETCH_WAIT_MS,
     PRODUCER_DEFAULTS,
     admin_config,
     consumer_config,
+    kafka_settings,
     producer_config,
 )
 from meshkit.connectors.kafka._connector import KafkaConnector
@@ -26,10 +28,12 @@ from meshkit.connectors.kafka._consumer import KafkaSubscription
 __all__ = [
     "CONSUMER_DEFAULTS",
     "MAX_RECORD_BYTES",
+    "PATIENT_FETCH_WAIT_MS",
     "PRODUCER_DEFAULTS",
     "KafkaConnector",
     "KafkaSubscription",
     "admin_config",
     "consumer_config",
+    "kafka_settings",
     "producer_config",
 ]

@@ -9,6 +9,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
+from meshkit.config import AppConfig
+from meshkit.connectors._base import Latency
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 # librdkafka logs and errors go to Python logging instead of raw stderr.
@@ -32,8 +35,10 @@ PRODUCER_DEFAULTS: dict[str, str] = {
     "socket.nagle.disable": "true",
 }
 
-# Control channels (a group's partition of service.monitor) tolerate this much added latency.
-RELAXED_FETCH_WAIT_MS = "100"
+# How long a patient consumer's fetch may wait (fetch.wait.max.ms), by the subscription's latency class:
+# a control channel (a group's partition of service.monitor) tolerates 100 ms, a background observer (the
+# dashboard's route listener) 500 ms; the mesh's event consumers ask every 2 ms (CONSUMER_DEFAULTS).
+PATIENT_FETCH_WAIT_MS: dict[str, str] = {"control": "100", "background": "500"}
 
 CONSUMER_DEFAULTS: dict[str, str] = {
     # The broker answers an empty fetch after 2 ms: a hop costs about half of this on average.
@@ -136,17 +141,16 @@ def producer_config(settings: Mapping[str, str]) -> dict[str, Any]:
 
 
 def consumer_config(
-    settings: Mapping[str, str], group_id: str | None = None, *, relaxed: bool = False
+    settings: Mapping[str, str], group_id: str | None = None, *, latency: Latency = "low"
 ) -> dict[str, Any]:
     """Consumer settings for assign-only consumers: a unique group.id that is never joined.
 
-    `relaxed` (a control channel): an idle consumer asks the broker every fetch.wait.max.ms, and 2 ms
-    there is waste, so it waits longer unless the user set the key.
+    `latency` other than "low": an idle consumer asks the broker every fetch.wait.max.ms, and 2 ms there
+    is waste, so it waits longer (PATIENT_FETCH_WAIT_MS) unless the user set the key.
     """
     conf = {k: v for k, v in _base(settings).items() if k not in _PRODUCER_ONLY}
-    defaults = (
-        {**CONSUMER_DEFAULTS, "fetch.wait.max.ms": RELAXED_FETCH_WAIT_MS} if relaxed else CONSUMER_DEFAULTS
-    )
+    patient = PATIENT_FETCH_WAIT_MS.get(latency)
+    defaults = {**CONSUMER_DEFAULTS, "fetch.wait.max.ms": patient} if patient else CONSUMER_DEFAULTS
     for key, value in defaults.items():
         if not _user_set(settings, key):
             conf[key] = value
@@ -158,3 +162,24 @@ def consumer_config(
 def admin_config(settings: Mapping[str, str]) -> dict[str, Any]:
     """AdminClient settings: connection and security keys only."""
     return {k: v for k, v in _base(settings).items() if k not in _PRODUCER_ONLY and not _is_consumer_only(k)}
+
+
+# Kafka client settings users may put in application.properties without the `kafka.` prefix.
+_PLAIN_KEYS = ("bootstrap.servers", "security.protocol", "client.id")
+_PLAIN_PREFIXES = ("sasl.", "ssl.")
+
+
+def kafka_settings(config: AppConfig) -> dict[str, str]:
+    """`bootstrap.servers`, `security.protocol`, `sasl.*`, `ssl.*`, and any `kafka.<librdkafka key>`."""
+    settings: dict[str, str] = {}
+    for key in config.keys():
+        if key in _PLAIN_KEYS or key.startswith(_PLAIN_PREFIXES):
+            settings[key] = config.get(key) or ""
+        elif key.startswith("kafka."):
+            settings[key[len("kafka.") :]] = config.get(key) or ""
+    for key in _PLAIN_KEYS:  # environment variables count too (BOOTSTRAP_SERVERS)
+        value = config.get(key)
+        if value:
+            settings[key] = value
+    settings.setdefault("bootstrap.servers", DEFAULT_BOOTSTRAP)
+    return settings

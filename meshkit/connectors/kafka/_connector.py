@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 # Defined in cimpl; confluent_kafka.admin re-exports it without declaring it, which mypy --strict refuses.
 from confluent_kafka.cimpl import NewTopic
 
-from meshkit.connectors._base import ConnectorError, RecordHandler
+from meshkit.connectors._base import ConnectorError, Latency, RecordHandler
 from meshkit.connectors.kafka._config import (
     admin_config,
     bootstrap_of,
@@ -195,12 +195,12 @@ class KafkaConnector:
         await waiter
 
     async def consume(
-        self, topic: str, partition: int, on_record: RecordHandler, *, relaxed: bool = False
+        self, topic: str, partition: int, on_record: RecordHandler, *, latency: Latency = "low"
     ) -> KafkaSubscription:
         self._check_open()
         if partition < 0:
             raise ConnectorError(f"partition {partition} out of range for topic {topic}")
-        conf = consumer_config(self.settings, self._group_id, relaxed=relaxed)
+        conf = consumer_config(self.settings, self._group_id, latency=latency)
         sub = KafkaSubscription(conf, topic, partition, on_record, asyncio.get_running_loop())
         self._subscriptions.add(sub)
         sub._on_close.append(self._subscriptions.discard)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from meshkit.connectors._base import ConnectorError, RecordHandler
+from meshkit.connectors._base import ConnectorError, Latency, RecordHandler
 from meshkit.connectors.memory._broker import MemoryBroker, MemorySubscriber
 
 
@@ -68,7 +68,7 @@ class MemoryConnector:
         return future
 
     async def consume(
-        self, topic: str, partition: int, on_record: RecordHandler, *, relaxed: bool = False
+        self, topic: str, partition: int, on_record: RecordHandler, *, latency: Latency = "low"
     ) -> MemorySubscription:
         self._check_open()
         sub = MemorySubscriber(asyncio.get_running_loop(), on_record)

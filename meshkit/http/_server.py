@@ -1,4 +1,4 @@
-"""Event over HTTP, the callee's side: `POST /api/event` (SPEC §5)."""
+"""Event over HTTP, the callee's side: `POST /api/event` (docs/protocol/envelope.md)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 
-from meshkit._codec import CodecError, decode, encode, utc_now_iso
-from meshkit._context import current_event
-from meshkit._envelope import EventEnvelope
-from meshkit._functions import AppError
-from meshkit._platform import Platform
-from meshkit._security import KEY_HEADER, MeshKeys
-from meshkit._tracing import trace_response_header
+from meshkit.core import (
+    AppError,
+    CodecError,
+    EventEnvelope,
+    Platform,
+    current_event,
+    decode,
+    encode,
+    utc_now_iso,
+)
+from meshkit.observe import trace_response_header
+from meshkit.security import KEY_HEADER, MeshKeys
 
 log = logging.getLogger("meshkit.http")
 

@@ -1,4 +1,4 @@
-"""Health checks: each dependency is a function that answers `type=info` and `type=health` (SPEC §6)."""
+"""Health checks: each dependency is a function that answers `type=info` and `type=health`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from meshkit._envelope import EventEnvelope
-from meshkit._functions import AppError
-from meshkit._platform import Platform
-from meshkit._postoffice import PostOffice
+from meshkit.core import AppError, EventEnvelope, Platform, PostOffice
 
 log = logging.getLogger("meshkit.health")
 

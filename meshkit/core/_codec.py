@@ -1,4 +1,4 @@
-"""The wire format (SPEC §4): one MsgPack map with descriptive string keys, optional fields omitted.
+"""The wire format (docs/protocol/envelope.md): one MsgPack map with descriptive keys, unset fields omitted.
 
 The Mercury engines' older compact format (single-character keys) is decoded too. Anything else that is not
 a well-formed envelope raises :class:`CodecError`, and only that.
@@ -17,7 +17,8 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel
 
-from meshkit._envelope import FIELDS, EventEnvelope, new_event_id
+from meshkit.core._envelope import FIELDS, EventEnvelope, new_event_id
+from meshkit.core._time import iso_utc_ms
 
 
 class CodecError(ValueError):
@@ -46,17 +47,6 @@ _COMPACT_KEYS = {
     "p": "trace_path",
     "X": "cid",
 }
-
-
-def iso_utc_ms(value: _dt.datetime) -> str:
-    """`2026-11-25T10:00:00.000Z`: UTC, milliseconds; a naive datetime is taken as UTC."""
-    if value.tzinfo is not None:
-        value = value.astimezone(_dt.UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def utc_now_iso() -> str:
-    return iso_utc_ms(_dt.datetime.now(_dt.UTC))
 
 
 def to_plain(value: Any) -> Any:

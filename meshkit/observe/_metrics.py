@@ -1,9 +1,10 @@
 """`GET /metrics`: Prometheus text format, from counters the platform keeps anyway, read at scrape time.
 
-The event bus never calls prometheus-client: each function's pool keeps a :class:`RouteStats` (a few list and
-dict increments per execution) and a collector turns those, the pools' queue depth and busy instances and the
-connector's counters into metric families when Prometheus scrapes. Each app has a registry of its own
-(``app.state.metrics_registry``), so two apps in one process never clash.
+The event bus never calls prometheus-client: each function's pool keeps a :class:`meshkit.core.RouteStats` (a
+few list and dict increments per execution) and a collector turns those, the pools' queue depth and busy
+instances and the mesh's counters (`platform.remote.counters()`) into metric families when Prometheus
+scrapes. Each app has a registry of its own (``app.state.metrics_registry``), so two apps in one process
+never clash.
 
 Metrics: ``meshkit_requests_total{route}``, ``meshkit_errors_total{route,status}``,
 ``meshkit_request_seconds{route}`` (histogram of execution time), ``meshkit_queue_depth{route}``,
@@ -14,11 +15,10 @@ Metrics: ``meshkit_requests_total{route}``, ``meshkit_errors_total{route,status}
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,45 +31,12 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from meshkit._platform import Platform
-
-#: upper bounds (seconds) of the execution-time histogram buckets; +Inf follows
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class RouteStats:
-    """One function's executions: a histogram of their run time and the error statuses. Event loop only."""
-
-    __slots__ = ("buckets", "errors", "seconds")
-
-    def __init__(self) -> None:
-        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
-        self.seconds = 0.0
-        self.errors: dict[int, int] = {}
-
-    def observe(self, seconds: float, status: int) -> None:
-        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.seconds += seconds
-        if status >= 400:
-            self.errors[status] = self.errors.get(status, 0) + 1
-
-    @property
-    def count(self) -> int:
-        return sum(self.buckets)
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        result, total = [], 0
-        for bound, count in zip((*map(_le, LATENCY_BUCKETS), "+Inf"), self.buckets, strict=True):
-            total += count
-            result.append((bound, float(total)))
-        return result
+from meshkit.core import Platform
 
 
 def _le(bound: float) -> str:
-    return repr(float(bound))  # what prometheus-client writes for these bounds: 0.005, 1.0, 10.0
+    # what prometheus-client writes for these bounds: 0.005, 1.0, 10.0, +Inf
+    return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
 class MeshkitCollector(Collector):
@@ -102,30 +69,31 @@ class MeshkitCollector(Collector):
             pool = platform.pool(spec.route)
             if pool is None:
                 continue
-            stats: RouteStats = pool.stats
+            stats = pool.stats
             route = [spec.route]
             requests.add_metric(route, stats.count)
             for status, count in sorted(stats.errors.items()):
                 errors.add_metric([spec.route, str(status)], count)
-            latency.add_metric(route, stats.cumulative(), stats.seconds)
+            buckets = [(_le(bound), float(count)) for bound, count in stats.cumulative()]
+            latency.add_metric(route, buckets, stats.seconds)
             depth.add_metric(route, pool.queue_depth)
             busy.add_metric(route, pool.busy)
             instances.add_metric(route, spec.instances)
             refused.add_metric(route, pool.refused)
         yield from (requests, errors, latency, depth, busy, instances, refused)
-        transport = getattr(platform.remote, "transport", None)
-        if transport is not None:
+        if platform.remote is not None:
+            counters = platform.remote.counters()
             records = CounterMetricFamily(
                 "meshkit_connector_records", "Event records through the connector", labels=["direction"]
             )
-            for direction in ("sent", "received", "skipped"):
-                records.add_metric([direction], getattr(transport, direction, 0))
+            records.add_metric(["sent"], counters.sent)
+            records.add_metric(["received"], counters.received)
+            records.add_metric(["skipped"], counters.skipped)
             yield records
-            pending = getattr(transport, "_sending", ())
             yield GaugeMetricFamily(
                 "meshkit_connector_pending_sends",
                 "Records handed to the connector and not yet acknowledged by the broker",
-                value=len(pending),
+                value=counters.pending,
             )
 
 

@@ -16,18 +16,6 @@ Handler = Callable[..., Any]
 _ROUTE_NAME = re.compile(r"^[a-z0-9_\-]+(\.[a-z0-9_\-]+)+$")
 
 
-class AppError(Exception):
-    """Raise in a handler to answer with this status and message (anything else becomes a 500)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"AppError({self.status}, {self.message!r})"
-
-
 def validate_route_name(name: object) -> str:
     if not isinstance(name, str) or not _ROUTE_NAME.match(name):
         raise ValueError(

@@ -8,14 +8,15 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from meshkit._envelope import EventEnvelope, new_event_id
-from meshkit._functions import AppError, FunctionSpec, Handler, default_registry, make_spec
-from meshkit._worker import FunctionPool
-
-if TYPE_CHECKING:
-    from meshkit._config import AppConfig
+from meshkit.config import AppConfig
+from meshkit.core._address import Address
+from meshkit.core._envelope import EventEnvelope, new_event_id
+from meshkit.core._errors import AppError
+from meshkit.core._functions import FunctionSpec, Handler, default_registry, make_spec
+from meshkit.core._pool import FunctionPool
+from meshkit.core._seams import EventClient, RemoteRouter, Tracer
 
 log = logging.getLogger("meshkit.platform")
 
@@ -23,19 +24,6 @@ log = logging.getLogger("meshkit.platform")
 def new_origin() -> str:
     """An app instance's identity: yyyymmdd + 32 hex characters, new at every start."""
     return _dt.datetime.now(_dt.UTC).strftime("%Y%m%d") + uuid.uuid4().hex
-
-
-class RemoteRouter(Protocol):
-    """The distributed routing table as the bus sees it (the mesh implements this)."""
-
-    def pick(self, route: str) -> str | None:
-        """One origin serving `route`, balanced across all that do; None when nobody does."""
-
-    def origins(self, route: str) -> list[str]:
-        """Every origin serving `route`."""
-
-    def send(self, origin: str, event: EventEnvelope) -> None:
-        """Put an event on the way to `origin` (raises AppError when it cannot)."""
 
 
 _current: Platform | None = None
@@ -50,7 +38,12 @@ def current_platform() -> Platform:
 
 
 class Platform:
-    """Functions, their worker pools, the local event bus and the inboxes of pending requests."""
+    """Functions, their worker pools, the local event bus and the inboxes of pending requests.
+
+    What is plugged in from above (docs: meshkit/core/_seams.py) is set before `start()`: `remote` (the
+    mesh, set by it when it joins), `tracer` (traced executions become spans), `log_context` (every
+    execution sets its route in context, for log lines that name it) and `event_client` (Event over HTTP).
+    """
 
     def __init__(
         self,
@@ -62,8 +55,6 @@ class Platform:
         personality: str = "APP",
         functions: Iterable[FunctionSpec] | None = None,
     ) -> None:
-        from meshkit._config import AppConfig
-
         self.config = config if config is not None else AppConfig.load()
         self.name = name or self.config.get("application.name", "application") or "application"
         self.version = version or self.config.get("info.app.version", "1.0.0") or "1.0.0"
@@ -71,9 +62,12 @@ class Platform:
         self.personality = personality.upper()
         self.max_queue = self.config.get_int("max.queue", 10_000)
         self.origin = new_origin()
-        self.inbox = "@" + self.origin
+        self.inbox = Address.inbox(self.origin)
         self.started_at: _dt.datetime | None = None
         self.remote: RemoteRouter | None = None
+        self.tracer: Tracer | None = None
+        self.log_context = False
+        self.event_client: EventClient | None = None
         self._declared = list(functions) if functions is not None else list(default_registry)
         self._pools: dict[str, FunctionPool] = {}
         self._pending: dict[str, asyncio.Future[EventEnvelope]] = {}
@@ -83,6 +77,7 @@ class Platform:
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._route_listeners: list[RouteListener] = []
+        self._replaced: list[FunctionPool] = []  # pools replace() took a route from: they finish their events
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -124,7 +119,8 @@ class Platform:
             except Exception:
                 log.exception("Shutdown hook %s failed", hook)
         self._shutdown_hooks.clear()
-        pools, self._pools = list(self._pools.values()), {}
+        pools, self._pools = [*self._pools.values(), *self._replaced], {}
+        self._replaced.clear()
         await asyncio.gather(*(pool.stop() for pool in pools))
         for future in self._pending.values():
             if not future.done():
@@ -163,9 +159,17 @@ class Platform:
             self._add(spec)
         return spec
 
+    def _pool_for(self, spec: FunctionSpec) -> FunctionPool:
+        return FunctionPool(
+            spec,
+            self.deliver_reply,
+            max_queue=spec.max_queue if spec.max_queue is not None else self.max_queue,
+            tracer=self.tracer,
+            log_context=self.log_context,
+        )
+
     def _add(self, spec: FunctionSpec) -> None:
-        pool = FunctionPool(spec, self)
-        self._pools[spec.route] = pool
+        self._pools[spec.route] = self._pool_for(spec)
         log.info(
             "%s %s with %d instance%s",
             "Private" if spec.private else "Public",
@@ -185,6 +189,22 @@ class Platform:
         log.info("%s released", route)
         for listener in self._route_listeners:
             listener(pool.spec, False)
+
+    def replace(self, route: str, handler: Handler) -> FunctionSpec:
+        """Run `handler` for `route` from now on (a stub in a test), with the same instances, privacy and
+        queue bound; returns the spec it replaced. The route stays advertised throughout, and events the old
+        handler already took finish there."""
+        old = self._pools.get(route)
+        if old is None:
+            raise AppError(404, f"Route {route} not found")
+        was = old.spec
+        spec = make_spec(
+            route, handler, instances=was.instances, private=was.private, max_queue=was.max_queue
+        )
+        self._pools[route] = self._pool_for(spec)
+        self._replaced.append(old)
+        log.info("%s now runs %s", route, spec.qualified_name)
+        return old.spec
 
     def on_route_change(self, listener: RouteListener) -> None:
         """Call `listener(spec, added)` when a function is registered or released (the mesh advertises)."""
@@ -210,28 +230,34 @@ class Platform:
         """
         pool = self._pools.get(event.to)  # type: ignore[arg-type]
         if pool is not None and not (external and pool.spec.private):
-            pool.submit(event, eager=external)
+            self._submit(pool, event, external)
             return
         self._dispatch_elsewhere(event, external)
 
+    def _submit(self, pool: FunctionPool, event: EventEnvelope, external: bool) -> None:
+        # an event from outside arrives in a loop callback, not inside another handler: it may run inline
+        reply = pool.submit(event, inline=external)
+        if reply is not None:
+            self.deliver_reply(reply)
+
     def _dispatch_elsewhere(self, event: EventEnvelope, external: bool) -> None:
-        to = event.to
-        if not to:
+        if not event.to:
             raise AppError(400, "Missing routing path")
-        route, _, origin = to.partition("@")
+        route, origin = Address.parse(event.to)
         if not route:  # a reply inbox: only replies travel there, and never from outside
             if external:
                 raise AppError(403, "A reply inbox cannot be addressed from outside")
             if origin == self.origin:
                 self.resolve_reply(event)
                 return
-        elif route in self._pools and (not origin or origin == self.origin):
-            if external and self._pools[route].spec.private:
+        elif route in self._pools and (origin is None or origin == self.origin):
+            pool = self._pools[route]
+            if external and pool.spec.private:
                 raise AppError(403, f"Route {route} is private")
             event.to = route
-            self._pools[route].submit(event, eager=external)
+            self._submit(pool, event, external)
             return
-        if origin and origin != self.origin:
+        if origin is not None and origin != self.origin:
             if self.remote is None or external:
                 raise AppError(404, f"Origin {origin} is not reachable")
             self.remote.send(origin, event)
@@ -256,18 +282,13 @@ class Platform:
         event.reply_to = self.inbox
         started = time.perf_counter()
         pool = self._pools.get(event.to)  # type: ignore[arg-type]
-        if (
-            pool is not None
-            and pool.spec.is_async
-            and pool.busy < pool.spec.instances
-            and not (external and pool.spec.private)
-        ):
-            reply = pool.try_inline(event)
+        if pool is not None and not (external and pool.spec.private):
+            reply = pool.submit(event, inline=True)  # the caller awaits: its first step may run right here
             if reply is not None:
                 reply.round_trip = (time.perf_counter() - started) * 1000
                 reply.cid = event.cid = caller_cid
                 return reply
-            # the handler awaits something: its reply arrives through the inbox like any other
+            # queued, or the handler awaits something: its reply arrives through the inbox like any other
         else:
             self.dispatch(event, external=external)
         loop = self.loop

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from meshkit._context import current_event
-from meshkit._envelope import EventEnvelope
-from meshkit._functions import AppError
-from meshkit._platform import Platform, current_platform
+from meshkit.core._address import Address
+from meshkit.core._context import current_event
+from meshkit.core._envelope import EventEnvelope
+from meshkit.core._errors import AppError
+from meshkit.core._platform import Platform, current_platform
 
 T = TypeVar("T")
 
@@ -65,7 +66,7 @@ class PostOffice:
         if not origins:
             raise AppError(404, f"Route {to} not found")
         for origin in origins:
-            event = self._event(f"{to}@{origin}" if origin != platform.origin else to, body, headers)
+            event = self._event(Address.of(to, origin) if origin != platform.origin else to, body, headers)
             platform.dispatch(event)
 
     # -- RPC -----------------------------------------------------------------------------------------------
@@ -87,9 +88,13 @@ class PostOffice:
         """
         event = self._event(to, body, headers)
         if endpoint is not None:
-            from meshkit._http_client import request_over_http
-
-            return await request_over_http(self._platform, endpoint, event, timeout, timeout_as_reply)
+            client = self._platform.event_client
+            if client is None:
+                raise RuntimeError(
+                    "Event over HTTP is not plugged into this platform: build the app with create_app or "
+                    "install (meshkit.http), or use meshkit.testing"
+                )
+            return await client.request(endpoint, event, timeout, timeout_as_reply)
         try:
             return await self._platform.call(event, timeout)
         except TimeoutError as exc:

@@ -13,24 +13,23 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from meshkit._codec import to_plain
-from meshkit._context import EventContext, current_event
-from meshkit._envelope import EventEnvelope
-from meshkit._functions import AppError, FunctionSpec
-from meshkit._logging import wants_route_in_logs
-from meshkit._metrics import RouteStats
-from meshkit._tracing import Span, stamp, tracer_for
-
-if TYPE_CHECKING:
-    from meshkit._platform import Platform
+from meshkit.core._codec import to_plain
+from meshkit.core._context import EventContext, current_event, stamp
+from meshkit.core._envelope import EventEnvelope
+from meshkit.core._errors import AppError
+from meshkit.core._functions import FunctionSpec
+from meshkit.core._seams import Span, Tracer
+from meshkit.core._stats import RouteStats
 
 log = logging.getLogger("meshkit.worker")
+
+Deliver = Callable[[EventEnvelope], None]  # sends a reply on its way (the platform's deliver_reply)
 
 _PLAIN = (str, int, float, bool, bytes, type(None), dict, list)
 
@@ -69,9 +68,9 @@ class FunctionPool:
     __slots__ = (
         "_backlog",
         "_context",
+        "_deliver",
         "_executor",
         "_free",
-        "_platform",
         "_tasks",
         "_tracer",
         "busy",
@@ -82,20 +81,29 @@ class FunctionPool:
         "stats",
     )
 
-    def __init__(self, spec: FunctionSpec, platform: Platform) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        deliver: Deliver,
+        *,
+        max_queue: int,
+        tracer: Tracer | None = None,
+        log_context: bool = False,
+    ) -> None:
+        """`max_queue`: events waiting beyond it are refused; `tracer`: spans for traced events;
+        `log_context`: even an untraced inline run sets the running route in context (log lines name it)."""
         self.spec = spec
         self.busy = 0
         self.handled = 0
         self.refused = 0
-        self.max_queue = spec.max_queue if spec.max_queue is not None else platform.max_queue
-        self._platform = platform
+        self.max_queue = max_queue
+        self._deliver = deliver
         self._backlog: deque[tuple[EventEnvelope, float]] = deque()  # with the time of arrival
         self._free = list(range(spec.instances, 0, -1))  # instance numbers not in use
         self._tasks: set[asyncio.Task[None]] = set()
-        self._tracer = tracer_for(platform)
-        self.stats = RouteStats()  # executions, errors, run time: read by /metrics
-        # JSON logs name the running route: then even an untraced inline run sets the context (prebuilt)
-        self._context = EventContext(spec.route, None, None) if wants_route_in_logs(platform.config) else None
+        self._tracer = tracer
+        self.stats = RouteStats()  # executions, errors, run time: read by observers (/metrics)
+        self._context = EventContext(spec.route, None, None) if log_context else None  # prebuilt
         # a plain `def` handler gets threads of its own, as many as its instances, so it never blocks the loop
         self._executor = (
             None
@@ -117,26 +125,26 @@ class FunctionPool:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- scheduling ----------------------------------------------------------------------------------------
-    def submit(self, event: EventEnvelope, *, eager: bool = False) -> None:
-        """Start the event now if an instance is free, else queue it.
+    def submit(self, event: EventEnvelope, *, inline: bool = False) -> EventEnvelope | None:
+        """Start the event now if an instance is free, else queue it (AppError 503 when the queue is full).
 
-        `eager` runs an async handler's first step right here (events from the network, which arrive in a
-        loop callback, not inside another handler); one that finishes in it answers with no task at all.
+        `inline`: the caller lets an async handler's first step run right here, in its own task (a request
+        it awaits, or an event from the network, which arrives in a loop callback, not inside another
+        handler). This is the one place that decides whether an event runs inline; a handler that finishes
+        in its first step returns its reply, with no task at all. Otherwise the reply goes to `reply_to`.
         """
         if event.trace_id is not None:
             stamp(event)  # the sender's span and route, while its context is the current one
         if self.busy < self.spec.instances:
-            if eager and self.spec.is_async:
-                reply = self.try_inline(event)
-                if reply is not None:
-                    self._platform.deliver_reply(reply)
-            else:
-                self._spawn(self._run(event, self._acquire()))
+            if inline and self.spec.is_async:
+                return self._run_inline(event)
+            self._spawn(self._run(event, self._acquire()))
         elif len(self._backlog) < self.max_queue:
             self._backlog.append((event, time.perf_counter()))
         else:
             self.refused += 1
             raise AppError(503, f"Route {self.spec.route} is busy: {len(self._backlog)} events waiting")
+        return None
 
     def _acquire(self) -> int:
         self.busy += 1
@@ -159,21 +167,22 @@ class FunctionPool:
         try:
             reply = await self._execute(event, instance, arrived)
             if reply is not None:
-                self._platform.deliver_reply(reply)
+                self._deliver(reply)
         except Exception:  # a bug in reply delivery must not lose the instance
             log.exception("Unable to complete event %s for %s", event.id, self.spec.route)
         finally:
             self._release(instance)
 
-    def try_inline(self, event: EventEnvelope) -> EventEnvelope | None:
-        """Run a request's first step in the caller's task. Returns the reply if the handler finished in it;
+    def _run_inline(self, event: EventEnvelope) -> EventEnvelope | None:
+        """Run an event's first step in the caller's task. Returns the reply if the handler finished in it;
         otherwise a task finishes the handler and delivers the reply to `event.reply_to` as usual."""
         instance = self._acquire()
         started = time.perf_counter()
         span: Span | None = None
         token: contextvars.Token[EventContext | None] | None = None
         if event.trace_id is not None:
-            span = self._tracer.begin(self.spec.route, event, started)
+            if self._tracer is not None:
+                span = self._tracer.begin(self.spec.route, event, started)
             token = current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
         elif self._context is not None:
             token = current_event.set(self._context)
@@ -216,7 +225,7 @@ class FunctionPool:
             else:
                 reply = self._reply(event, started, 200, result, None, span)
             if reply is not None:
-                self._platform.deliver_reply(reply)
+                self._deliver(reply)
         finally:
             self._release(instance)
 
@@ -245,7 +254,7 @@ class FunctionPool:
         started = time.perf_counter()
         token = current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
         span: Span | None = None
-        if event.trace_id is not None:
+        if event.trace_id is not None and self._tracer is not None:
             span = self._tracer.begin(self.spec.route, event, arrived or started)
         try:
             if self.spec.is_async:

@@ -1,4 +1,5 @@
-"""Mesh admission: the shared API keys an app presents to join the monitor and to call `/api/event`."""
+"""Mesh admission: the shared API keys an app presents to join the monitor and to call `/api/event`, and the
+HMAC that signs the monitors' log (docs/protocol/signing.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import msgpack
 
-from meshkit._config import AppConfig
+from meshkit.config import AppConfig
 
 KEY_HEADER = "x-mesh-key"
 

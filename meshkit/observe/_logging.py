@@ -12,8 +12,8 @@ import json
 import logging
 from typing import Any
 
-from meshkit._config import AppConfig, ConfigError
-from meshkit._context import current_event
+from meshkit.config import AppConfig, ConfigError
+from meshkit.core import current_event
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s - %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"

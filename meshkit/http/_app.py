@@ -11,19 +11,17 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from meshkit._actuators import AdditionalInfo, actuator_router
-from meshkit._config import AppConfig, ConfigError
-from meshkit._functions import FunctionSpec, default_registry
-from meshkit._health import HealthMonitor
-from meshkit._http_server import event_router
-from meshkit._logging import set_log_origin, setup_logging
-from meshkit._metrics import install_metrics
-from meshkit._platform import Platform
-from meshkit._tracing import install_tracing
+from meshkit.config import AppConfig
+from meshkit.connectors import connector_kind, make_connector
+from meshkit.core import FunctionSpec, Platform, default_registry
+from meshkit.http._actuators import AdditionalInfo, actuator_router
+from meshkit.http._client import EventOverHttp
+from meshkit.http._health import HealthMonitor
+from meshkit.http._server import event_router
+from meshkit.mesh import join_mesh as join
+from meshkit.observe import Tracer, install_metrics, install_tracing, instrument, setup_logging
 
 log = logging.getLogger("meshkit.app")
-
-CONNECTORS = ("none", "kafka", "hazelcast")
 
 
 def create_app(
@@ -66,14 +64,18 @@ def create_app(
     return app
 
 
-def load_config(config_dir: str | Path | None, properties: Mapping[str, str] | None = None) -> AppConfig:
+def load_config(
+    config_dir: str | Path | None = None, properties: Mapping[str, str] | None = None
+) -> AppConfig:
+    """The app's configuration: application.properties / .yml in `config_dir` (default: the working
+    directory), under `-D` arguments, the environment and `properties` (see the README's precedence)."""
     return AppConfig.load(search_paths=[Path(config_dir) if config_dir else Path.cwd()], overrides=properties)
 
 
 def install(
     app: FastAPI,
     *,
-    config: AppConfig,
+    config: AppConfig | None = None,
     name: str | None = None,
     version: str | None = None,
     description: str | None = None,
@@ -83,13 +85,19 @@ def install(
     additional_info: AdditionalInfo | None = None,
     join_mesh: bool = True,
 ) -> Platform:
-    """Add meshkit to an existing FastAPI app; the platform is `app.state.platform`."""
+    """Add meshkit to an existing FastAPI app; the platform is `app.state.platform`.
+
+    Without `config`, the configuration is `load_config()`: application.properties from the working
+    directory, as `create_app` reads it.
+    """
+    if config is None:
+        config = load_config()
     setup_logging(config)
     for module in scan:
         importlib.import_module(module)
     if functions is None:
         functions = default_registry.select(scan)
-    connector = connector_kind(config)
+    joins = connector_kind(config) != "none" and join_mesh  # a bad cloud.connector is refused here
     platform = Platform(
         config,
         name=name,
@@ -98,23 +106,21 @@ def install(
         personality=personality,
         functions=functions,
     )
-    set_log_origin(platform.origin)
+    tracer = equip(platform)
     health = HealthMonitor(platform)
     app.state.platform = platform
     app.include_router(actuator_router(platform, health, additional_info))
     app.include_router(event_router(platform))
     install_metrics(app, platform)  # GET /metrics
-    install_tracing(app, platform)  # X-Trace-Id / traceparent at the HTTP edge
+    install_tracing(app, tracer)  # X-Trace-Id / traceparent at the HTTP edge
     user_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
         await platform.start()
         try:
-            if connector != "none" and join_mesh:
-                from meshkit.mesh import join_mesh as join
-
-                await join(platform, connector)
+            if joins:
+                await join(platform, make_connector(config))
             async with user_lifespan(application) as state:
                 yield state
         finally:
@@ -124,11 +130,9 @@ def install(
     return platform
 
 
-def connector_kind(config: AppConfig) -> str:
-    kind = (config.get("cloud.connector", "none") or "none").strip().lower()
-    if kind not in CONNECTORS:
-        raise ConfigError(
-            f"cloud.connector={kind!r} ({config.source_of('cloud.connector')}): "
-            f"expected one of {', '.join(CONNECTORS)}"
-        )
-    return kind
+def equip(platform: Platform) -> Tracer:
+    """Plug into a platform what `install` does, without an app: its tracer and log context, and the
+    Event-over-HTTP client; before `start`. Returns the tracer (the HTTP edge shares it)."""
+    tracer = instrument(platform)
+    platform.event_client = EventOverHttp(platform)
+    return tracer

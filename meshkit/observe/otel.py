@@ -25,9 +25,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from meshkit.__version__ import __version__
+from meshkit.observe._ids import new_span_id
+
 if TYPE_CHECKING:
-    from meshkit._platform import Platform
-    from meshkit._tracing import Span
+    from meshkit.core import EventEnvelope, Platform
 
 __all__ = ["OtelBridge", "otel_trace_id", "use_tracer_provider"]
 
@@ -121,8 +123,6 @@ class OtelBridge:
                     "tracing.otel=true: spans go to the global OpenTelemetry tracer provider "
                     "(set one, or tracing.otel.exporter=console|otlp)"
                 )
-            from meshkit import __version__
-
             self._tracer, self._tracer_of = provider.get_tracer("meshkit", __version__), provider
         return self._tracer
 
@@ -131,8 +131,6 @@ class OtelBridge:
     def span_id(span: trace.Span) -> str:
         span_id = span.get_span_context().span_id
         if not span_id:  # a no-op tracer: ids of our own keep the links in the trace records
-            from meshkit._tracing import new_span_id
-
             return new_span_id()
         return f"{span_id:016x}"
 
@@ -141,11 +139,11 @@ class OtelBridge:
         trace_id = span.get_span_context().trace_id
         return f"{trace_id:032x}" if trace_id else None
 
-    def start(self, execution: Span) -> trace.Span:
-        event = execution.event
+    def start(self, route: str, event: EventEnvelope, parent: str | None) -> trace.Span:
+        """The span of one execution of `route` on a traced event, child of the span `parent`."""
         assert event.trace_id is not None
         attributes: dict[str, Any] = {
-            "meshkit.route": execution.route,
+            "meshkit.route": route,
             "meshkit.origin": self.platform.origin,
             "meshkit.app": self.platform.name,
             "meshkit.trace_id": event.trace_id,
@@ -155,8 +153,8 @@ class OtelBridge:
         if event.sender is not None:
             attributes["meshkit.from"] = event.sender
         return self.tracer().start_span(
-            execution.route,
-            context=_parent_context(event.trace_id, execution.parent),
+            route,
+            context=_parent_context(event.trace_id, parent),
             kind=SpanKind.SERVER if event.reply_to is not None else SpanKind.CONSUMER,
             attributes=attributes,
         )

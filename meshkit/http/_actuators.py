@@ -14,12 +14,10 @@ import fastapi
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from meshkit._codec import iso_utc_ms
-from meshkit._config import masked
-from meshkit._health import HealthMonitor
-from meshkit._platform import Platform
-from meshkit._security import KEY_HEADER, MeshKeys
-from meshkit._time import elapsed_text
+from meshkit.config import masked
+from meshkit.core import Platform, elapsed_text, iso_utc_ms
+from meshkit.http._health import HealthMonitor
+from meshkit.security import KEY_HEADER, MeshKeys
 
 log = logging.getLogger("meshkit.actuators")
 
@@ -125,9 +123,8 @@ def routing_table(platform: Platform) -> dict[str, Any]:
             "personality": platform.personality,
         }
     }
-    describe = getattr(platform.remote, "describe", None)
-    if describe is not None:
-        remote_routes, remote_nodes = describe()
+    if platform.remote is not None:
+        remote_routes, remote_nodes = platform.remote.describe()
         for route, origins in remote_routes.items():
             routes.setdefault(route, {}).update(origins)
         nodes.update(remote_nodes)

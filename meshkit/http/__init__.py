@@ -1,0 +1,24 @@
+"""The FastAPI side: create_app / install, Event over HTTP (`/api/event` and its client), actuators, health.
+
+This is where an app is assembled: the platform (meshkit.core), its observers (meshkit.observe), its
+connector (meshkit.connectors) and its membership of the mesh (meshkit.mesh).
+"""
+
+from meshkit.http._actuators import AdditionalInfo, actuator_router, routing_table
+from meshkit.http._app import create_app, equip, install, load_config
+from meshkit.http._client import EventOverHttp
+from meshkit.http._health import HealthMonitor
+from meshkit.http._server import event_router
+
+__all__ = [
+    "AdditionalInfo",
+    "EventOverHttp",
+    "HealthMonitor",
+    "actuator_router",
+    "create_app",
+    "equip",
+    "event_router",
+    "install",
+    "load_config",
+    "routing_table",
+]
