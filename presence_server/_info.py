@@ -1,4 +1,4 @@
-"""What the monitor's `/info` shows of the mesh (`additional_info`), in the seed's shape."""
+"""What the monitor's `/info` shows of the mesh (`additional_info`), in the Mercury actuator's shape."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def parse_iso(value: object) -> _dt.datetime | None:
 
 
 def mesh_summary(state: MeshState, layout: TopicLayout, topics: dict[str, int]) -> dict[str, Any]:
-    """`total`, `topics`, `virtual_topics`, `connections` and `monitors`, as SPEC §6 lists them."""
+    """`total`, `topics`, `virtual_topics`, `connections` and `monitors`, as the README shows them."""
     now = _dt.datetime.now(_dt.UTC)
     connections = []
     for c in sorted(state.connections.values(), key=lambda c: c.topic):

@@ -1,4 +1,7 @@
-"""The presence monitor's work: websockets in, virtual topics out, the mesh told of joins and leaves."""
+"""The presence monitor's work: websockets in, virtual topics out, the mesh told of joins and leaves.
+
+The websocket messages are in docs/protocol/presence.md, the monitors' log in docs/protocol/control.md.
+"""
 
 from __future__ import annotations
 

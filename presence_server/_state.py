@@ -1,4 +1,5 @@
-"""The mesh as every monitor sees it, rebuilt from the messages on `service.monitor` partition 0.
+"""The mesh as every monitor sees it, rebuilt from the messages on `service.monitor` partition 0
+(docs/protocol/control.md).
 
 Every monitor applies the same messages in the same (log) order, so they agree on who holds which virtual
 topic: a claim wins if the topic is free or already held by the same app, and loses otherwise.

@@ -1,4 +1,7 @@
-"""EventEnvelope: the one message type of the event bus, the mesh and Event over HTTP."""
+"""EventEnvelope: the one message type of the event bus, the mesh and Event over HTTP.
+
+Its fields and their wire form: docs/protocol/envelope.md.
+"""
 
 from __future__ import annotations
 

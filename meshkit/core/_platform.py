@@ -12,6 +12,7 @@ from typing import Protocol
 
 from meshkit.config import AppConfig
 from meshkit.core._address import Address
+from meshkit.core._context import PROCESS, current_event
 from meshkit.core._envelope import EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
 from meshkit.core._functions import FunctionSpec, Handler, default_registry, make_spec
@@ -30,6 +31,10 @@ _current: Platform | None = None
 
 
 def current_platform() -> Platform:
+    """The platform running the current handler; outside one, the platform started last in the process."""
+    context = current_event.get()
+    if context is not None and context.platform is not None:
+        return context.platform  # type: ignore[no-any-return]
     if _current is None:
         raise RuntimeError(
             "No meshkit platform is running: start one with create_app(...) or Platform.start()"
@@ -94,6 +99,7 @@ class Platform:
     async def start(self) -> None:
         global _current
         self._loop = asyncio.get_running_loop()
+        PROCESS.count(+1)
         self.started_at = _dt.datetime.now(_dt.UTC)
         for spec in self._declared:
             if spec.route in self._pools:
@@ -130,6 +136,8 @@ class Platform:
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = self._sweep_at = None
+        if self._loop is not None:
+            PROCESS.count(-1)
         if _current is self:
             _current = None
         self._loop = None
@@ -165,6 +173,7 @@ class Platform:
             self.deliver_reply,
             max_queue=spec.max_queue if spec.max_queue is not None else self.max_queue,
             tracer=self.tracer,
+            owner=self,
             log_context=self.log_context,
         )
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from meshkit.core._codec import to_plain
-from meshkit.core._context import EventContext, current_event, stamp
+from meshkit.core._context import PROCESS, EventContext, current_event, stamp
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._functions import FunctionSpec
@@ -71,6 +71,8 @@ class FunctionPool:
         "_deliver",
         "_executor",
         "_free",
+        "_log_context",
+        "_owner",
         "_tasks",
         "_tracer",
         "busy",
@@ -88,10 +90,12 @@ class FunctionPool:
         *,
         max_queue: int,
         tracer: Tracer | None = None,
+        owner: object = None,
         log_context: bool = False,
     ) -> None:
-        """`max_queue`: events waiting beyond it are refused; `tracer`: spans for traced events;
-        `log_context`: even an untraced inline run sets the running route in context (log lines name it)."""
+        """`max_queue`: events waiting beyond it are refused; `tracer`: spans for traced events; `owner`: the
+        platform an execution names in its context; `log_context`: every execution sets that context, even an
+        untraced inline one (log lines name its route)."""
         self.spec = spec
         self.busy = 0
         self.handled = 0
@@ -103,7 +107,9 @@ class FunctionPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._tracer = tracer
         self.stats = RouteStats()  # executions, errors, run time: read by observers (/metrics)
-        self._context = EventContext(spec.route, None, None) if log_context else None  # prebuilt
+        self._owner = owner
+        self._context = EventContext(spec.route, None, None, owner)  # an untraced execution's, prebuilt
+        self._log_context = log_context
         # a plain `def` handler gets threads of its own, as many as its instances, so it never blocks the loop
         self._executor = (
             None
@@ -183,8 +189,9 @@ class FunctionPool:
         if event.trace_id is not None:
             if self._tracer is not None:
                 span = self._tracer.begin(self.spec.route, event, started)
-            token = current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
-        elif self._context is not None:
+            context = EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner)
+            token = current_event.set(context)
+        elif self._log_context or PROCESS.shared:
             token = current_event.set(self._context)
         try:
             try:
@@ -252,7 +259,11 @@ class FunctionPool:
         self, event: EventEnvelope, instance: int, arrived: float | None = None
     ) -> EventEnvelope | None:
         started = time.perf_counter()
-        token = current_event.set(EventContext(self.spec.route, event.trace_id, event.trace_path))
+        token = current_event.set(
+            self._context
+            if event.trace_id is None
+            else EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner)
+        )
         span: Span | None = None
         if event.trace_id is not None and self._tracer is not None:
             span = self._tracer.begin(self.spec.route, event, arrived or started)
@@ -267,9 +278,10 @@ class FunctionPool:
         except Exception as exc:
             return self._reply(event, started, *self._failure(event, exc), span)
         finally:
-            current_event.reset(token)
-            if span is not None:
-                span.detach()
+            if token is not None:
+                current_event.reset(token)
+                if span is not None:
+                    span.detach()
         return self._reply(event, started, 200, result, None, span)
 
     def _failure(self, event: EventEnvelope, exc: BaseException) -> tuple[int, Any, str]:

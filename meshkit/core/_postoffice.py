@@ -18,7 +18,8 @@ T = TypeVar("T")
 class PostOffice:
     """The caller's API. Create one where you need it: ``po = PostOffice()``.
 
-    Inside a function, the PostOffice carries the running event's trace id and path to the events it sends.
+    Inside a function, the PostOffice sends from the platform running it (several apps may share a process,
+    as in meshkit.testing) and carries the running event's trace id and path to the events it sends.
     """
 
     __slots__ = ("_platform", "_route", "_trace_id", "_trace_path")
@@ -26,8 +27,10 @@ class PostOffice:
     def __init__(
         self, platform: Platform | None = None, *, trace_id: str | None = None, trace_path: str | None = None
     ) -> None:
-        self._platform = platform if platform is not None else current_platform()
         context = current_event.get()
+        if platform is None:
+            platform = context.platform if context is not None and context.platform is not None else None
+        self._platform = platform if platform is not None else current_platform()
         self._route = context.route if context else None  # events sent from a function say so in `from`
         self._trace_id = trace_id if trace_id is not None else (context.trace_id if context else None)
         self._trace_path = trace_path if trace_path is not None else (context.trace_path if context else None)

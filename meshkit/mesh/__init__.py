@@ -3,8 +3,6 @@ over a connector; with the pieces of the protocol (docs/protocol/) a control pla
 monitor speaks. It knows connectors only by their protocol, never Kafka or Hazelcast by name.
 """
 
-from meshkit.connectors import Connector
-from meshkit.core import Platform
 from meshkit.mesh._frames import (
     DEFAULT_SEGMENT_SIZE,
     EVERYONE,
@@ -14,7 +12,7 @@ from meshkit.mesh._frames import (
     parse,
 )
 from meshkit.mesh._loopback import Loopback
-from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, mesh_settings
+from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, join_mesh, mesh_settings
 from meshkit.mesh._presence import Member, OnNotice, OnReady, Presence, PresenceClient, PresenceFactory
 from meshkit.mesh._router import MeshRouter
 from meshkit.mesh._table import Peer, RoutingTable
@@ -50,13 +48,3 @@ __all__ = [
     "mesh_settings",
     "parse",
 ]
-
-
-async def join_mesh(
-    platform: Platform, connector: Connector, *, presence: PresenceFactory | None = None
-) -> MeshNode:
-    """Connect a started `platform` to the mesh through `connector`; it leaves when the platform stops."""
-    node = MeshNode(platform, connector, presence=presence)
-    await node.start()
-    platform.on_shutdown(node.stop)
-    return node

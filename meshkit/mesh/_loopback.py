@@ -1,4 +1,7 @@
-"""The loopback health check: a probe record sent through the broker and seen coming back."""
+"""The loopback health check: a probe record sent through the broker and seen coming back.
+
+The probe is a control record (docs/protocol/records.md).
+"""
 
 from __future__ import annotations
 

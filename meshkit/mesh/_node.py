@@ -287,3 +287,13 @@ def _routes(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
         raise FrameError("routes must be a list of strings")
     return value
+
+
+async def join_mesh(
+    platform: Platform, connector: Connector, *, presence: PresenceFactory | None = None
+) -> MeshNode:
+    """Connect a started `platform` to the mesh through `connector`; it leaves when the platform stops."""
+    node = MeshNode(platform, connector, presence=presence)
+    await node.start()
+    platform.on_shutdown(node.stop)
+    return node

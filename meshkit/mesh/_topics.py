@@ -1,4 +1,7 @@
-"""Virtual topics: `multiplex.NNNN-PPP` is partition PPP of the physical topic `multiplex.NNNN`."""
+"""Virtual topics: `multiplex.NNNN-PPP` is partition PPP of the physical topic `multiplex.NNNN`.
+
+The layout and its index arithmetic: docs/protocol/README.md.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """The peers a presence monitor vouched for, with their public keys, and what they said before that.
 
+Vouching and the bounds on held messages: docs/protocol/signing.md.
+
 A peer's join can reach us over the broker before our monitor tells us its key (the two travel separate
 ways), so unvouched messages wait here a little, bounded, instead of being lost or believed.
 """

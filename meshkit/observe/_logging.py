@@ -1,4 +1,4 @@
-"""Log lines in the seed's shape: time, level, logger, message; configured once per process.
+"""Log lines in the Mercury shape: time, level, logger, message; configured once per process.
 
 ``log.format=json`` writes one JSON object per line instead: ``time, level, logger, message, origin`` and,
 while a function runs (or a traced HTTP request), ``route``, ``trace_id`` and ``trace_path``; a trace record

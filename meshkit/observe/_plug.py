@@ -8,7 +8,7 @@ from meshkit.observe._tracing import Tracer
 
 
 def instrument(platform: Platform) -> Tracer:
-    """Trace the platform's executions and name it in log lines, as its configuration says; before `start`.
+    """Trace the platform's executions as its configuration says, and name it in log lines; before `start`.
 
     Returns the tracer, which the HTTP edge (`install_tracing`) shares.
     """

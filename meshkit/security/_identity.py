@@ -1,4 +1,4 @@
-"""Who said it: each process signs its control messages with its own Ed25519 key.
+"""Who said it: each process signs its control messages with its own Ed25519 key (docs/protocol/signing.md).
 
 The shared mesh key only says "a member wrote this"; any member could still claim to be another. So each app
 makes a key pair at start, shows the public half to its presence monitor (over the admitted websocket), and

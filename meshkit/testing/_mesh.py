@@ -101,7 +101,11 @@ class TestMesh:
     async def stop(self, app: Platform) -> None:
         """Stop an app as SIGTERM would; returns once no other app routes to it."""
         await self._stop(app)
-        await self._until(lambda: not any(app.origin in node.table.peers for node in self._nodes.values()))
+        nodes = self._nodes.values()
+        await self.until(
+            lambda: not any(app.origin in node.table.peers for node in nodes),
+            f"{app.name} gone from every routing table",
+        )
 
     async def _stop(self, app: Platform) -> None:
         self._nodes.pop(app.origin, None)
@@ -141,7 +145,7 @@ class TestMesh:
 
     async def settled(self) -> None:
         """Until every app's routing table holds every public route of each other app of its group."""
-        await self._until(self._knows_all)
+        await self.until(self._knows_all, "every app knowing every other's routes")
 
     def _knows_all(self) -> bool:
         for origin, node in self._nodes.items():
@@ -153,9 +157,11 @@ class TestMesh:
                     return False
         return True
 
-    async def _until(self, condition: Callable[[], bool]) -> None:
+    async def until(self, condition: Callable[[], object], what: str = "the condition") -> None:
+        """Let the mesh's records travel until `condition()` is true (a broadcast arrived, say); TimeoutError
+        after the mesh's `timeout`."""
         deadline = time.monotonic() + self.timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the test mesh did not settle within {self.timeout:g} s")
+                raise TimeoutError(f"{what}: not within {self.timeout:g} s in the test mesh")
             await asyncio.sleep(0.001)  # records travel in loop callbacks: let them run
