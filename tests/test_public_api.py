@@ -128,3 +128,21 @@ def test_the_wheel_ships_meshkit_and_the_monitor_not_the_examples(tmp_path: Path
         "presence_server/dashboard/page.html",
     ):
         assert shipped in names
+
+
+def test_the_readme_layout_table_matches_the_tree() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = {line.split("`")[1].rstrip("/") for line in section.splitlines() if line.startswith("| `")}
+    missing = sorted(path for path in listed if not (REPO / path).exists())
+    assert not missing, f"the README lists paths the tree does not have: {missing}"
+    layers = {
+        f"meshkit/{p.parent.name}"
+        for p in (REPO / "meshkit").glob("*/__init__.py")
+        if not p.parent.name.startswith("_")
+    }
+    modules = {f"meshkit/{p.name}" for p in (REPO / "meshkit").glob("*.py") if not p.name.startswith("_")}
+    tops = {p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    covered = listed | {path.split("/")[0] for path in listed}  # a directory listed by a file in it
+    unlisted = sorted((layers | modules | tops | {"meshkit/__init__.py", "docs/protocol"}) - covered)
+    assert not unlisted, f"the README's layout table leaves out: {unlisted}"
