@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshkit.__version__ import __version__
 from meshkit.config import AppConfig, ConfigError, parse_define_arguments, set_system_properties
 
 DEFAULT_PORT = 8080
@@ -40,7 +41,7 @@ def version() -> str:
     try:
         return importlib.metadata.version("meshkit")
     except importlib.metadata.PackageNotFoundError:
-        return str(getattr(sys.modules.get("meshkit"), "__version__", "unknown"))
+        return __version__
 
 
 def _port(text: str) -> int:
