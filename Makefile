@@ -26,7 +26,7 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 
-# Debian's chromium and chromedriver for tests/test_dashboard.py (the dashboard in a real headless browser);
+# Debian's chromium and chromedriver for tests/presence_server/test_dashboard.py (the dashboard in a real headless browser);
 # elsewhere install both and point MESHKIT_CHROMIUM / MESHKIT_CHROMEDRIVER at them.
 CHROMIUM := $(or $(MESHKIT_CHROMIUM),/usr/bin/chromium)
 CHROMEDRIVER := $(or $(MESHKIT_CHROMEDRIVER),/usr/bin/chromedriver)
@@ -34,9 +34,9 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 browser:
 	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then \
-	  echo "browser: $(CHROMIUM) and $(CHROMEDRIVER) present, for tests/test_dashboard.py"; \
+	  echo "browser: $(CHROMIUM) and $(CHROMEDRIVER) present, for tests/presence_server/test_dashboard.py"; \
 	else \
-	  echo "browser: installing Debian's chromium and chromium-driver for tests/test_dashboard.py:"; \
+	  echo "browser: installing Debian's chromium and chromium-driver for tests/presence_server/test_dashboard.py:"; \
 	  echo "  $(strip $(SUDO) apt-get update) && $(strip $(SUDO) apt-get install -y chromium chromium-driver)"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null && \

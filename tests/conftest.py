@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.kafka_broker"]
+pytest_plugins = ["tests.support.kafka_broker"]

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,9 +18,9 @@ from typing import Any
 
 import pytest
 
-import meshkit
 from meshkit import cli
 from meshkit.config import ConfigError, set_system_properties, system_properties
+from tests.support.eventually import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,7 +119,7 @@ def test_version_falls_back_to_the_package_version_in_a_source_checkout(
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
-    monkeypatch.setattr(meshkit, "__version__", "1.2.3", raising=False)
+    monkeypatch.setattr(cli, "__version__", "1.2.3")  # the package's own version, as a checkout has it
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out == "meshkit 1.2.3\n"
 
@@ -224,23 +223,27 @@ def test_a_real_run_passes_d_arguments_to_the_app(tmp_path: Path) -> None:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "GREETING_TEXT"}
     env["PYTHONPATH"] = str(REPO)
-    command = [sys.executable, "-m", "meshkit.cli", "run", "tests.cli_app:app", "--port", str(port)]
+    command = [sys.executable, "-m", "meshkit.cli", "run", "tests.support.cli_app:app", "--port", str(port)]
     log = tmp_path / "server.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
             [*command, "-Dgreeting.text=hi"], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
         )
         try:
-            answer = None
-            deadline = time.monotonic() + 30
-            while answer is None and time.monotonic() < deadline:
+
+            def answer() -> str | None:
                 assert process.poll() is None, f"meshkit run exited early:\n{log.read_text()}"
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                        answer = response.read().decode()
+                        text: str = response.read().decode()
+                        return text
                 except (urllib.error.URLError, ConnectionError):
-                    time.sleep(0.1)
-            assert answer == "hi", log.read_text()
+                    return None
+
+            got = wait_until(
+                answer, timeout=30, interval=0.1, what="an answer to GET /", describe=log.read_text
+            )
+            assert got == "hi", log.read_text()
         finally:
             process.terminate()
             try:

@@ -1,4 +1,4 @@
-"""The seed's two example services, each a real process on a free port (SPEC §1, §9 without the mesh).
+"""The seed's two example services, each a real process on a free port (the walk-through without the mesh).
 
 The REST example answers ``GET /api/pojo/http/{id}`` by calling ``hello.pojo`` in the lambda example over
 Event over HTTP, at the address given by ``-Dlambda.example.endpoint``.
@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from meshkit import EventEnvelope, decode, encode
-from tests.servers import REPO, UvicornProcess
+from tests.support.servers import REPO, UvicornProcess
 
 LAMBDA_APP = "example_services.lambda_example.main:app"
 REST_APP = "example_services.rest_example.main:app"

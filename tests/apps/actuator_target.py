@@ -1,4 +1,5 @@
-"""The app of tests/test_actuators.py: a public and a private function, and switchable health dependencies.
+"""The app of tests/http/test_actuators.py: a public and a private function, and switchable health
+dependencies.
 
 ``health.database`` and ``health.cache`` answer ``type=info`` with {service, href} and ``type=health`` with a
 message, or an AppError while switched off. ``health.switch`` (public, so a test reaches it over

@@ -1,4 +1,4 @@
-"""The callee of tests/test_event_over_http.py: a few functions with every kind of outcome.
+"""The callee of tests/http/test_event_over_http.py: a few functions with every kind of outcome.
 
 It lists its functions explicitly (a registry of its own), so it never picks up routes other modules declare.
 Run it with ``meshkit run tests.apps.http_target:app --port P [-Dmax.event.size=N]``.

@@ -1,4 +1,5 @@
-"""Two small apps for tests/test_mesh_faults.py: a callee with a slow function, and a caller that reaches it.
+"""Two small apps for tests/mesh/test_mesh_faults.py: a callee with a slow function, and a caller that
+reaches it.
 
 ``callee`` serves ``mesh.slow`` (public): it prints ``mesh.slow started <mark>`` to its log at once, then
 answers after ``seconds`` (header, default 30). ``caller`` serves nothing itself; its ``GET /call/{route}``

@@ -56,7 +56,7 @@ from tests.fuzz import (
     values,
     wire_bytes,
 )
-from tests.identities import PUBLIC_KEY
+from tests.support.identities import PUBLIC_KEY
 
 pytestmark = pytest.mark.timeout(fuzz_timeout(0.05))
 

@@ -13,7 +13,6 @@ server itself is a crash. Afterwards the server still answers ``/health`` and an
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,7 +34,7 @@ from tests.fuzz import (
     valid_envelopes,
     wire_bytes,
 )
-from tests.servers import UvicornProcess
+from tests.support.servers import UvicornProcess
 
 pytestmark = pytest.mark.timeout(fuzz_timeout(0.1))
 
@@ -258,7 +257,8 @@ POWERS_OF_TEN = st.builds(
 def test_x_ttl_any_number(server: UvicornProcess) -> None:
     """x-ttl is milliseconds (floor 1000): any integer is a ttl (a long one is fine: the echo answers at
     once), anything else a 400."""
-    with httpx.Client(base_url=server.url, trust_env=False, timeout=30) as client:
+    # the echo answers at once: a ttl that made the server wait ends in httpx's timeout, a failure
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:
         event = encode(EventEnvelope("test.echo", "ttl"))
 
         @fuzz_settings(share=0.2)
@@ -267,11 +267,9 @@ def test_x_ttl_any_number(server: UvicornProcess) -> None:
         def one_input(ttl: int | str) -> None:
             tally("4 POST /api/event x-ttl")
             headers = {"x-ttl": str(ttl), "x-mesh-key": MESH_KEY}
-            started = time.monotonic()
             response = post(client, event, headers)
             problem = check_answer(response, headers)
             assert problem is None, f"{problem}\nx-ttl {ttl!r}"
             assert response.status_code in (200, 400), f"HTTP {response.status_code} for x-ttl {ttl!r}"
-            assert time.monotonic() - started < 10
 
         one_input()

@@ -30,8 +30,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import ClientConnection, connect
 
 from tests.fuzz import fuzz_settings, fuzz_timeout, tally, text
-from tests.identities import PUBLIC_KEY
-from tests.servers import UvicornProcess
+from tests.support.identities import PUBLIC_KEY
+from tests.support.servers import UvicornProcess
 
 SHARE = 0.2  # a connection costs a few milliseconds: a fifth of the inputs of the other targets
 pytestmark = pytest.mark.timeout(fuzz_timeout(0.5, SHARE))

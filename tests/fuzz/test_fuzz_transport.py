@@ -58,6 +58,7 @@ from tests.fuzz import (
     wire_bytes,
     zeros,
 )
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.timeout(fuzz_timeout(0.1))
 
@@ -262,10 +263,8 @@ def mesh() -> Iterator[Mesh]:
             broker = MemoryBroker()
             a = await start_mesh_app(broker, "fuzz-a", list(registry), TOPIC_A)
             b = await start_mesh_app(broker, "fuzz-b", [], TOPIC_B, peers=[a])
-            for _ in range(100):  # B learns A's routes from A's answer to its join
-                if b.node.table.origins("fuzz.echo"):
-                    break
-                await asyncio.sleep(0.01)
+            # B learns A's routes from A's answer to its join
+            await eventually(lambda: b.node.table.origins("fuzz.echo"), what="A's routes at B")
             assert b.node.table.origins("fuzz.echo") == [a.platform.origin]
             return Mesh(runner, errors, a, b, {"$SELF": a.platform.origin})
 

@@ -1,0 +1,114 @@
+"""The presence monitors' shared state, without a broker: who holds which virtual topic (in log order),
+leaves and moves, snapshots, and the topic a monitor gives an app asking for one that somebody holds."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshkit import AppConfig, Platform
+from meshkit.connectors.memory import MemoryBroker, MemoryConnector
+from meshkit.mesh import TopicLayout
+from presence_server._monitor import PresenceMonitor
+from presence_server._state import MeshState
+from tests.support.identities import PUBLIC_KEY
+
+INFO = {
+    "name": "app",
+    "version": "1",
+    "personality": "APP",
+    "group": 1,
+    "created": "2026-11-25T00:00:00.000Z",
+    "key": PUBLIC_KEY,
+}
+
+
+def test_the_first_claim_in_log_order_wins_a_topic() -> None:
+    state = MeshState()
+    assert state.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO}).won
+    assert not state.claim({"topic": 0, "origin": "b", "monitor": "m2", "info": INFO}).won
+    assert state.holders == {0: "a"}
+    # the holder may claim its topic again (it moved to another monitor)
+    assert state.claim({"topic": 0, "origin": "a", "monitor": "m2", "info": INFO}).won
+    assert state.connections["a"].monitor == "m2"
+
+
+def test_a_topic_is_never_held_by_two_apps_whatever_the_order() -> None:
+    state = MeshState()
+    messages = [
+        {"topic": t % 3, "origin": o, "monitor": "m", "info": INFO} for t, o in enumerate("abcdefabc")
+    ]
+    for message in messages:
+        state.claim(message)
+    holders = list(state.holders.values())
+    assert len(holders) == len(set(holders))
+    assert all(state.connections[o].topic == t for t, o in state.holders.items())
+
+
+def test_leaving_releases_the_topic_and_moving_releases_the_old_one() -> None:
+    state = MeshState()
+    state.claim({"topic": 4, "origin": "a", "monitor": "m", "info": INFO})
+    moved = state.claim({"topic": 5, "origin": "a", "monitor": "m", "info": INFO})
+    assert moved.released == 4 and state.holders == {5: "a"}
+    assert state.leave("a") is not None
+    assert state.holders == {} and state.free_topic(288, set()) == 0
+    assert state.leave("a") is None
+
+
+def test_a_released_topic_is_handed_out_again_last() -> None:
+    """Never-used topics first, then the one released longest ago: stray records for a gone app rarely
+    meet a newcomer, and the partitions' logs grow evenly."""
+    state = MeshState(max_topics=4)
+    for topic, origin in enumerate("abc"):
+        state.claim({"topic": topic, "origin": origin, "monitor": "m", "info": INFO})
+    state.leave("b")
+    state.leave("a")
+    assert state.free_topic(4, set()) == 3  # never used
+    state.claim({"topic": 3, "origin": "d", "monitor": "m", "info": INFO})
+    assert state.free_topic(4, set()) == 1  # released before topic 0
+    assert state.free_topic(4, {1}) == 0
+    state.claim({"topic": 1, "origin": "e", "monitor": "m", "info": INFO})
+    state.claim({"topic": 0, "origin": "f", "monitor": "m", "info": INFO})
+    assert state.free_topic(4, set()) is None
+
+
+def test_a_new_monitor_merges_a_snapshot_without_overwriting() -> None:
+    old, new = MeshState(), MeshState()
+    old.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO})
+    new.claim({"topic": 1, "origin": "b", "monitor": "m2", "info": INFO})
+    new.merge(old.snapshot())
+    assert new.holders == {0: "a", 1: "b"}
+
+
+def test_a_stale_leave_from_a_monitor_the_app_has_moved_away_from_changes_nothing() -> None:
+    state = MeshState()
+    state.claim({"topic": 2, "origin": "a", "monitor": "m1", "info": INFO})
+    state.claim({"topic": 2, "origin": "a", "monitor": "m2", "info": INFO})  # the app moved to m2
+    assert state.leave("a", owner="m1") is None  # m1 woke up and saw its old socket close
+    assert state.holders == {2: "a"} and state.connections["a"].monitor == "m2"
+    assert state.leave("a", owner="m2") is not None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"topic": 288}, {"topic": -1}, {"info": "not a map"}, {"info": {"name": "x"}}, {"topic": "zero"}],
+)
+def test_a_malformed_claim_changes_nothing(bad: dict[str, object]) -> None:
+    state = MeshState()
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        state.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO} | bad)
+    assert state.holders == {} and state.connections == {}
+
+
+async def test_an_app_asking_for_a_topic_another_app_holds_is_given_another() -> None:
+    """A resumed app asks for the virtual topic it had; if somebody holds it now, it gets a free one."""
+    config = AppConfig.load(argv=[], environ={}, overrides={"monitor.heartbeat": "0.05"})
+    platform = Platform(config, name="presence-monitor", functions=[])
+    monitor = PresenceMonitor(platform, MemoryConnector(MemoryBroker()), TopicLayout(32, 288), groups=10)
+    await monitor.start()
+    try:
+        hello = {**INFO, "topic": "multiplex.0001-007"}
+        assert await monitor._admit("20261125" + "a" * 32, hello) == 7  # free: granted
+        assert await monitor._admit("20261125" + "b" * 32, hello) == 0  # held: the first never-used one
+        assert monitor.state.holders == {7: "20261125" + "a" * 32, 0: "20261125" + "b" * 32}
+    finally:
+        await monitor.stop()
