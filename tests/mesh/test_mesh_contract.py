@@ -1,12 +1,14 @@
-"""The seed's walk-through through every connector, in one process.
+"""The seed's walk-through through every connector and control plane, in one process.
 
-A presence monitor served by uvicorn as a task of this loop, and two platforms, A and B, that join the mesh
-through the connector under test: B learns A's routes, calls A, broadcasts to A, is refused A's private
+Two platforms, A and B, join the mesh: B learns A's routes, calls A, broadcasts to A, is refused A's private
 function, sends a body that travels in segments, runs the loopback health check, shrugs off garbage on its
-own partition, and drops A's routes when A stops, as the monitor drops A's connection.
+own partition, and drops A's routes when A stops, as the control plane drops A's connection.
 
-`none` runs the in-memory broker (the process-wide default, shared by the monitor and both apps), `kafka`
-the session's development broker, and `hazelcast` the member named by HAZELCAST_MEMBERS (skipped without).
+The control plane is a presence monitor served by uvicorn as a task of this loop, over the connector under
+test: `none` the in-memory broker (the process-wide default, shared by the monitor and both apps), `kafka`
+the session's development broker, `hazelcast` the member named by HAZELCAST_MEMBERS (skipped without). And
+`testing` is meshkit.testing's TestMesh (its in-process control plane, a broker of its own): what passes
+here on it behaves the same on a broker.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -28,6 +30,7 @@ from meshkit.connectors.memory import MemoryConnector
 from meshkit.devbroker import DevBroker, free_port
 from meshkit.mesh import MeshNode, join_mesh
 from meshkit.mesh._frames import control_record
+from meshkit.testing import TestMesh
 from presence_server.main import create_monitor_app
 from tests.connectors.test_connector_contract import HAZELCAST_MARKS, HAZELCAST_MEMBERS
 from tests.support.eventually import eventually
@@ -42,6 +45,7 @@ class Backend:
     kind: str
     properties: dict[str, str]
     connector: Callable[[], Connector | None] = lambda: None  # None: join_mesh builds it from properties
+    plane: str = "monitor"  # the control plane: presence monitors, or a TestMesh's own
 
 
 @pytest.fixture(
@@ -49,10 +53,13 @@ class Backend:
         pytest.param("none"),
         pytest.param("kafka", marks=pytest.mark.kafka),
         pytest.param("hazelcast", marks=HAZELCAST_MARKS),
+        pytest.param("testing"),
     ]
 )
 def backend(request: pytest.FixtureRequest) -> Backend:
     kind: str = request.param
+    if kind == "testing":  # the TestMesh's apps are on the in-memory connector
+        return Backend("none", {"cloud.connector": "none"}, plane="testing")
     if kind == "none":
         # The monitor's MemoryConnector() and the apps' share the process-wide default broker.
         return Backend(kind, {"cloud.connector": "none"}, MemoryConnector)
@@ -89,8 +96,65 @@ class Monitor:
         return {c["origin"] for c in (await self.info())["connections"]}
 
 
+class ControlPlane(Protocol):
+    """What the walk-through asks of the control plane under test."""
+
+    async def start_app(self, name: str, registry: FunctionRegistry) -> App: ...
+
+    async def connections(self) -> set[str]:
+        """The origins it holds a connection of."""
+
+    async def holders(self) -> set[str]:
+        """The origins it hands a virtual topic to."""
+
+
+@dataclass
+class MonitorPlane:
+    backend: Backend
+    monitor: Monitor
+
+    async def start_app(self, name: str, registry: FunctionRegistry) -> App:
+        return await start_app(name, registry, self.backend, self.monitor)
+
+    async def connections(self) -> set[str]:
+        return await self.monitor.connections()
+
+    async def holders(self) -> set[str]:
+        lines = (await self.monitor.info())[
+            "virtual_topics"
+        ]  # "multiplex.0001-000 -> <origin>, <name> v<version>"
+        return {line.split(" -> ", 1)[1].split(",", 1)[0] for line in lines}
+
+
+@dataclass
+class InProcessPlane:
+    mesh: TestMesh
+
+    async def start_app(self, name: str, registry: FunctionRegistry) -> App:
+        platform = await self.mesh.app(name, registry, properties={"presence.keepalive": "1"})
+        return App(platform, self.mesh.node(platform))
+
+    async def connections(self) -> set[str]:
+        return set(self.mesh.topics())
+
+    async def holders(self) -> set[str]:
+        return set(self.mesh.topics())
+
+
 @pytest.fixture
-async def monitor(backend: Backend) -> AsyncIterator[Monitor]:
+async def control(backend: Backend, monitor: Monitor | None) -> AsyncIterator[ControlPlane]:
+    if monitor is not None:
+        yield MonitorPlane(backend, monitor)
+        return
+    async with TestMesh() as mesh:
+        yield InProcessPlane(mesh)
+
+
+@pytest.fixture
+async def monitor(backend: Backend) -> AsyncIterator[Monitor | None]:
+    if backend.plane != "monitor":
+        yield None
+        return
     port = free_port()
     app = create_monitor_app(properties=backend.properties)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -169,21 +233,21 @@ def app_a_functions(a: list[App]) -> tuple[FunctionRegistry, list[Any]]:
     return registry, received
 
 
-async def test_the_walk_through_over_the_connector(backend: Backend, monitor: Monitor) -> None:
+async def test_the_walk_through_over_the_connector(backend: Backend, control: ControlPlane) -> None:
     holder: list[App] = []
     registry_a, notified = app_a_functions(holder)
-    a = await start_app("app-a", registry_a, backend, monitor)
+    a = await control.start_app("app-a", registry_a)
     holder.append(a)
     b: App | None = None
     try:
-        b = await start_app("app-b", FunctionRegistry(), backend, monitor)
+        b = await control.start_app("app-b", FunctionRegistry())
         po = PostOffice(b.platform)
 
         # -- join: B learns A's public routes, never its private one ----------------------------------------
         await eventually(lambda: po.search("demo.route") == [a.origin], timeout=BOUND, what="A's routes at B")
         assert po.exists("demo.route", "demo.echo", "demo.notify")
         assert not po.exists("demo.secret")
-        assert {a.origin, b.origin} <= await monitor.connections()
+        assert {a.origin, b.origin} <= await control.connections()
 
         # -- an RPC across the connector answers with A's origin ---------------------------------------------
         reply = await po.request("demo.route", {"id": 1}, timeout=BOUND)
@@ -235,18 +299,18 @@ async def test_the_walk_through_over_the_connector(backend: Backend, monitor: Mo
         again = await po.request("demo.route", {"id": 2}, timeout=BOUND)
         assert again.body == {"id": 2, "origin": a.origin}
 
-        # -- A stops: B drops A's routes, the monitor drops A's connection ----------------------------------
+        # -- A stops: B drops A's routes, the control plane drops A's connection ----------------------------
         await a.platform.stop()
         await eventually(lambda: not po.exists("demo.route"), timeout=10, what="A's routes gone at B")
         assert po.search("demo.echo") == []
 
         async def a_gone() -> bool:
-            return a.origin not in await monitor.connections()
+            return a.origin not in await control.connections()
 
-        await eventually(a_gone, timeout=10, what="A's connection gone at the monitor")
-        info_now = await monitor.info()
-        assert b.origin in {c["origin"] for c in info_now["connections"]}
-        assert not any(a.origin in line for line in info_now["virtual_topics"])
+        await eventually(a_gone, timeout=10, what="A's connection gone at the control plane")
+        assert b.origin in await control.connections()
+        holders = await control.holders()
+        assert b.origin in holders and a.origin not in holders
     finally:
         if b is not None:
             await b.platform.stop()
