@@ -18,7 +18,6 @@ from meshkit.http._actuators import AdditionalInfo, actuator_router
 from meshkit.http._client import EventOverHttp
 from meshkit.http._health import HealthMonitor
 from meshkit.http._server import event_router
-from meshkit.mesh import join_mesh as join
 from meshkit.observe import Tracer, install_metrics, install_tracing, instrument, setup_logging
 
 log = logging.getLogger("meshkit.app")
@@ -120,6 +119,8 @@ def install(
         await platform.start()
         try:
             if joins:
+                from meshkit.mesh import join_mesh as join  # only an app in a mesh loads it (websockets, ...)
+
                 await join(platform, make_connector(config))
             async with user_lifespan(application) as state:
                 yield state

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from meshkit.core import AppError, CodecError, EventEnvelope, Platform, decode, encode
 from meshkit.observe import trace_headers
 from meshkit.security import MeshKeys
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class EventOverHttp:
@@ -19,6 +21,8 @@ class EventOverHttp:
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
+        import aiohttp  # on first use: an app that never calls an endpoint never loads the client (~8 MB)
+
         session = self._session
         if session is None or session.closed:
             # the mesh key is read from the configuration once, and sent with every request of the session
@@ -46,15 +50,18 @@ class EventOverHttp:
             event.sender = self._platform.name
         headers = {"content-type": "application/octet-stream", "x-ttl": str(max(1000, int(timeout * 1000)))}
         headers.update(trace_headers(event))  # X-Trace-Id, traceparent; the envelope carries the trace too
+        session = self._open()
+        from aiohttp import ClientError  # loaded by _open
+
         try:
             async with asyncio.timeout(timeout):
-                async with self._open().post(endpoint, data=encode(event), headers=headers) as response:
+                async with session.post(endpoint, data=encode(event), headers=headers) as response:
                     status, data = response.status, await response.read()
         except TimeoutError:
             return _timed_out(
                 event, f"Route {event.to} at {endpoint} timeout for {timeout:g} s", timeout_as_reply
             )
-        except aiohttp.ClientError as exc:
+        except ClientError as exc:
             raise AppError(503, f"Unable to reach {endpoint}: {exc}") from exc
         try:
             reply = decode(data)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+# cryptography is loaded where a key is first made or read: an app outside the mesh never needs it (~7 MB)
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 SIGNATURE = "sig"
 PUBLIC_KEY_CHARS = 44  # base64 of 32 bytes
@@ -24,6 +26,8 @@ class Identity:
     """This process's signing key; the private half never leaves it."""
 
     def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         self._private = Ed25519PrivateKey.generate()
         self.public_key = base64.b64encode(self._private.public_key().public_bytes_raw()).decode()
 
@@ -38,6 +42,8 @@ def public_key(text: object) -> Ed25519PublicKey:
     """The key a base64 text stands for; ValueError when it is not one."""
     if not isinstance(text, str) or len(text) != PUBLIC_KEY_CHARS:
         raise ValueError("a public key is 44 characters of base64")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError) as exc:
@@ -49,6 +55,8 @@ def signed_by(key: Ed25519PublicKey, message: dict[str, Any]) -> bool:
     signature = message.get(SIGNATURE)
     if not isinstance(signature, str) or len(signature) > 100:
         return False
+    from cryptography.exceptions import InvalidSignature  # loaded already: `key` is one
+
     try:
         unsigned = {k: v for k, v in message.items() if k != SIGNATURE}
         key.verify(base64.b64decode(signature, validate=True), _signed_bytes(unsigned))
