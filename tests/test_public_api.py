@@ -146,3 +146,15 @@ def test_the_readme_layout_table_matches_the_tree() -> None:
     covered = listed | {path.split("/")[0] for path in listed}  # a directory listed by a file in it
     unlisted = sorted((layers | modules | tops | {"meshkit/__init__.py", "docs/protocol"}) - covered)
     assert not unlisted, f"the README's layout table leaves out: {unlisted}"
+
+
+def test_importing_meshkit_loads_no_client_mesh_or_crypto_library_an_app_may_never_use() -> None:
+    probe = "import sys, meshkit; print(*sys.modules)"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "meshkit.http" in loaded  # the probe sees what meshkit loads
+    for heavy in ("aiohttp", "websockets", "cryptography", "confluent_kafka", "hazelcast", "meshkit.mesh"):
+        assert heavy not in loaded, f"import meshkit loads {heavy}"
