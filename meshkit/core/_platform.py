@@ -250,6 +250,9 @@ class Platform:
             self.deliver_reply(reply)
 
     def _dispatch_elsewhere(self, event: EventEnvelope, external: bool) -> None:
+        if event.to == self.inbox and not external:  # a reply to us: the common case, no parsing
+            self.resolve_reply(event)
+            return
         if not event.to:
             raise AppError(400, "Missing routing path")
         route, origin = Address.parse(event.to)
