@@ -259,9 +259,6 @@ class Platform:
         if not route:  # a reply inbox: only replies travel there, and never from outside
             if external:
                 raise AppError(403, "A reply inbox cannot be addressed from outside")
-            if origin == self.origin:
-                self.resolve_reply(event)
-                return
         elif route in self._pools and (origin is None or origin == self.origin):
             pool = self._pools[route]
             if external and pool.spec.private:

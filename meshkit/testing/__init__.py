@@ -8,7 +8,7 @@
 
 from meshkit.testing._control import ControlPlane, InProcessPresence, MeshFull
 from meshkit.testing._mesh import TEST_PROPERTIES, TestMesh
-from meshkit.testing._platform import running_platform, specs_of, test_config
+from meshkit.testing._platform import isolated_config, running_platform, specs_of
 
 __all__ = [
     "TEST_PROPERTIES",
@@ -16,7 +16,7 @@ __all__ = [
     "InProcessPresence",
     "MeshFull",
     "TestMesh",
+    "isolated_config",
     "running_platform",
     "specs_of",
-    "test_config",
 ]

@@ -20,7 +20,7 @@ from meshkit.core import Handler, Platform, make_spec
 from meshkit.http import equip
 from meshkit.mesh import MeshNode, join_mesh, mesh_settings
 from meshkit.testing._control import ControlPlane
-from meshkit.testing._platform import Functions, specs_of, test_config
+from meshkit.testing._platform import Functions, isolated_config, specs_of
 
 #: what every app of a TestMesh gets unless its properties say otherwise
 TEST_PROPERTIES = {
@@ -42,11 +42,10 @@ class TestMesh:
     def __init__(self, properties: Mapping[str, str] | None = None, *, timeout: float = 10.0) -> None:
         self.properties = {**TEST_PROPERTIES, **(properties or {})}
         self.timeout = timeout
-        layout, _, _ = mesh_settings(test_config(self.properties))
+        layout, _, _ = mesh_settings(isolated_config(self.properties))
         self.broker = MemoryBroker()
         self.control = ControlPlane(layout)
         self._nodes: dict[str, MeshNode] = {}  # origin -> the app's node
-        self._groups: dict[str, int] = {}  # origin -> its closed user group
 
     async def __aenter__(self) -> TestMesh:
         return self
@@ -82,7 +81,8 @@ class TestMesh:
         Its configuration: the mesh's properties and `properties`, over `config_dir`'s application.properties
         when given; no environment variables or -D arguments, so that a test gives the same result anywhere.
         """
-        config = test_config({**self.properties, "application.name": name, **(properties or {})}, config_dir)
+        overrides = {**self.properties, "application.name": name, **(properties or {})}
+        config = isolated_config(overrides, config_dir)
         platform = Platform(config, name=name, functions=specs_of(functions, scan))
         equip(platform)
         await platform.start()
@@ -94,7 +94,6 @@ class TestMesh:
             await platform.stop()
             raise
         self._nodes[platform.origin] = node
-        self._groups[platform.origin] = node.group
         await self.settled()
         return platform
 
@@ -109,7 +108,6 @@ class TestMesh:
 
     async def _stop(self, app: Platform) -> None:
         self._nodes.pop(app.origin, None)
-        self._groups.pop(app.origin, None)
         if app.running:
             await app.stop()
 
@@ -150,7 +148,7 @@ class TestMesh:
     def _knows_all(self) -> bool:
         for origin, node in self._nodes.items():
             for other, peer in self._nodes.items():
-                if other == origin or self._groups[other] != self._groups[origin]:
+                if other == origin or peer.group != node.group:
                     continue
                 known = node.table.peers.get(other)
                 if known is None or not set(peer.platform.public_routes()) <= known.routes:

@@ -14,16 +14,13 @@ from meshkit.http import equip
 Functions = FunctionRegistry | Iterable[FunctionSpec]
 
 
-def test_config(
+def isolated_config(
     properties: Mapping[str, str] | None = None, config_dir: str | Path | None = None
 ) -> AppConfig:
     """`properties` over `config_dir`'s application.properties (when given), and nothing else: no environment
     variables, no -D arguments, so that a test gives the same result on any machine."""
     search = [Path(config_dir)] if config_dir else []
     return AppConfig.load(search_paths=search, argv=[], environ={}, overrides=properties)
-
-
-test_config.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 def specs_of(functions: Functions | None, scan: Sequence[str] = ()) -> list[FunctionSpec]:
@@ -46,7 +43,7 @@ async def running_platform(
     config_dir: str | Path | None = None,
 ) -> AsyncIterator[Platform]:
     """``async with running_platform(registry, **...) as platform:`` a started platform, stopped after."""
-    config = test_config({"application.name": name, **(properties or {})}, config_dir)
+    config = isolated_config({"application.name": name, **(properties or {})}, config_dir)
     platform = Platform(config, name=name, functions=specs_of(functions, scan))
     equip(platform)
     await platform.start()
