@@ -68,7 +68,7 @@ class PresenceMonitor:
             )
         self.state = MeshState(layout.max_virtual_topics)
         self.sessions = Sessions()
-        self._claims: dict[tuple[int, str], asyncio.Future[bool]] = {}
+        self._claims: dict[tuple[int, str], asyncio.Future[ClaimResult]] = {}
         self._loopback = Loopback(self.id)
         self._subscription: Subscription | None = None
         self._housekeeper: asyncio.Task[None] | None = None
@@ -214,6 +214,7 @@ class PresenceMonitor:
         if origin in self.sessions:
             raise Refused(f"origin {origin} is already connected")
         existing = self.state.connections.get(origin)
+        replaces: str | None = None
         if existing is not None and existing.monitor != self.id:
             # the app moves here from another monitor: wait until that one is gone, else it is a duplicate
             deadline = time.monotonic() + self.monitor_timeout + self.heartbeat
@@ -222,15 +223,18 @@ class PresenceMonitor:
                 await asyncio.sleep(0.2)
             if self.state.alive(existing.monitor, self.monitor_timeout):
                 raise Refused(f"origin {origin} is already connected via monitor {existing.monitor}")
+            replaces = existing.monitor  # seen gone: this claim may take the app over
         preferred: int | None = None
         if isinstance(hello.get("topic"), str):
             with contextlib.suppress(ValueError):
                 preferred = self.layout.index_of(hello["topic"])
-        topic = await self._claim(origin, hello, preferred)
+        topic = await self._claim(origin, hello, preferred, replaces)
         await self.connector.ensure_topic(self.layout.virtual(topic).topic, self.layout.partitions_per_topic)
         return topic
 
-    async def _claim(self, origin: str, hello: dict[str, Any], preferred: int | None) -> int:
+    async def _claim(
+        self, origin: str, hello: dict[str, Any], preferred: int | None, replaces: str | None
+    ) -> int:
         tried: set[int] = set()
         for _ in range(8):
             if (
@@ -247,15 +251,19 @@ class PresenceMonitor:
                     f"the mesh is full: all {self.layout.max_virtual_topics} virtual topics are in use"
                 )
             tried.add(topic)
-            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[ClaimResult] = asyncio.get_running_loop().create_future()
             self._claims[(topic, origin)] = future
             info = {k: hello[k] for k in HELLO_FIELDS}
+            claim = {"type": "claim", "topic": topic, "origin": origin, "monitor": self.id, "info": info}
+            if replaces is not None:
+                claim["replaces"] = replaces
             try:
-                await self._publish(
-                    {"type": "claim", "topic": topic, "origin": origin, "monitor": self.id, "info": info}
-                )
-                if await asyncio.wait_for(future, 5.0):
+                await self._publish(claim)
+                result = await asyncio.wait_for(future, 5.0)
+                if result.won:
                     return topic
+                if result.held_via is not None:  # another monitor holds the origin: no topic will do
+                    raise Refused(f"origin {origin} is already connected via monitor {result.held_via}")
             except (TimeoutError, ConnectorError) as exc:
                 raise Refused(f"topic claim failed: {exc or type(exc).__name__}") from exc
             finally:
@@ -326,7 +334,7 @@ class PresenceMonitor:
             self._notify(connection.group, connection.origin, notice)
         future = self._claims.get((result.topic, result.origin)) if monitor == self.id else None
         if future is not None and not future.done():
-            future.set_result(result.won)
+            future.set_result(result)
 
     def _left(self, connection: Connection | None, reason: str) -> None:
         if connection is None:

@@ -42,6 +42,7 @@ class ClaimResult:
     topic: int
     won: bool
     released: int | None = None  # a topic the app held before and gave up by this claim
+    held_via: str | None = None  # lost because the origin is connected through this other monitor
 
 
 def _now_iso() -> str:
@@ -61,17 +62,27 @@ class MeshState:
 
     # -- applying log messages -----------------------------------------------------------------------------
     def claim(self, message: dict[str, Any]) -> ClaimResult:
-        """Apply a claim; a malformed one raises ValueError/KeyError/TypeError and changes nothing."""
+        """Apply a claim; a malformed one raises ValueError/KeyError/TypeError and changes nothing.
+
+        An origin held through another monitor is taken over only by a claim that names that monitor in
+        `replaces` (its writer saw it gone): decided in log order, so every monitor agrees, whatever it saw.
+        """
         origin, topic, monitor = str(message["origin"]), int(message["topic"]), str(message["monitor"])
         if not 0 <= topic < self.max_topics:
             raise ValueError(f"claim for virtual topic {topic} outside 0..{self.max_topics - 1}")
+        previous = self.connections.get(origin)
+        if (
+            previous is not None
+            and previous.monitor != monitor
+            and previous.monitor != message.get("replaces")
+        ):
+            return ClaimResult(origin, topic, won=False, held_via=previous.monitor)
         holder = self.holders.get(topic)
         if holder is not None and holder != origin:
             return ClaimResult(origin, topic, won=False)
         info = message["info"]
         if not isinstance(info, dict):
             raise TypeError("claim info must be a map")
-        previous = self.connections.get(origin)
         if not all(
             isinstance(info.get(k), str) for k in ("name", "version", "personality", "created", "key")
         ):

@@ -27,9 +27,30 @@ def test_the_first_claim_in_log_order_wins_a_topic() -> None:
     assert state.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO}).won
     assert not state.claim({"topic": 0, "origin": "b", "monitor": "m2", "info": INFO}).won
     assert state.holders == {0: "a"}
-    # the holder may claim its topic again (it moved to another monitor)
-    assert state.claim({"topic": 0, "origin": "a", "monitor": "m2", "info": INFO}).won
+    # the holder may claim its topic again through a monitor that saw its old one gone (it moved)
+    assert state.claim(
+        {"topic": 0, "origin": "a", "monitor": "m2", "replaces": "m1", "info": INFO}
+    ).won
     assert state.connections["a"].monitor == "m2"
+
+
+def test_an_origin_held_through_one_monitor_is_never_taken_by_another_that_did_not_see_it_gone() -> None:
+    """The cause of a flaky test_two_monitors_back_each_other_up: monitor B, its view of the log behind,
+    claimed a fresh topic for an origin A held, and won. Decided in log order now, whatever B saw."""
+    state = MeshState()
+    assert state.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO}).won
+    for claim in (
+        {"topic": 1, "origin": "a", "monitor": "m2", "info": INFO},  # B had not read A's claim yet
+        {"topic": 0, "origin": "a", "monitor": "m2", "info": INFO},  # same topic, still not B's to take
+        {"topic": 1, "origin": "a", "monitor": "m2", "replaces": "m3", "info": INFO},  # wrong monitor gone
+    ):
+        result = state.claim(claim)
+        assert (result.won, result.held_via) == (False, "m1")
+    assert state.holders == {0: "a"} and state.connections["a"].monitor == "m1"
+    # the same monitor may claim again (the app reconnected to it), and a takeover naming m1 wins
+    assert state.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO}).won
+    moved = state.claim({"topic": 1, "origin": "a", "monitor": "m2", "replaces": "m1", "info": INFO})
+    assert moved.won and moved.released == 0 and state.holders == {1: "a"}
 
 
 def test_a_topic_is_never_held_by_two_apps_whatever_the_order() -> None:
@@ -82,7 +103,7 @@ def test_a_new_monitor_merges_a_snapshot_without_overwriting() -> None:
 def test_a_stale_leave_from_a_monitor_the_app_has_moved_away_from_changes_nothing() -> None:
     state = MeshState()
     state.claim({"topic": 2, "origin": "a", "monitor": "m1", "info": INFO})
-    state.claim({"topic": 2, "origin": "a", "monitor": "m2", "info": INFO})  # the app moved to m2
+    state.claim({"topic": 2, "origin": "a", "monitor": "m2", "replaces": "m1", "info": INFO})  # moved
     assert state.leave("a", owner="m1") is None  # m1 woke up and saw its old socket close
     assert state.holders == {2: "a"} and state.connections["a"].monitor == "m2"
     assert state.leave("a", owner="m2") is not None
