@@ -130,9 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meshkit: error: {e}", file=sys.stderr)
         return 2
 
-    import uvicorn  # here, so that parsing and the tests never need a server
+    from meshkit.http import serve  # here, so that parsing and the tests never need a server
 
-    uvicorn.run(options.app, host=options.host, port=port, log_level=options.log_level)
+    serve(options.app, host=options.host, port=port, log_level=options.log_level)
     return 0
 
 

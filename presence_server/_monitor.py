@@ -152,6 +152,11 @@ class PresenceMonitor:
             }
             ready = {"type": "ready", "topic": name, "monitor": self.id, "members": members}
             await websocket.send_text(json.dumps(ready))
+            for other in self.state.connections.values():  # who of its group is stopping, after `members`
+                if other.draining and other.group == group and other.origin != origin:
+                    session.notices.put_nowait(json.dumps({"type": "draining", "origin": other.origin}))
+            if hello.get("draining") is True:  # it was draining when it moved here from another monitor
+                self._drain(origin)
             log.info(
                 "Member %s joined (%s %s) from %s, %s", origin, hello["name"], hello["version"], client, name
             )
@@ -276,6 +281,9 @@ class PresenceMonitor:
         session.last_seen = time.monotonic()
         try:
             data = json.loads(message.get("text") or "")
+            if isinstance(data, dict) and data.get("type") == "drain":
+                self._drain(origin)
+                return
             if (
                 not isinstance(data, dict)
                 or data.get("type") != "alive"
@@ -288,6 +296,15 @@ class PresenceMonitor:
             log.warning("Ignored a malformed presence message from %s", origin)
             return
         session.seq, session.updated = data["seq"], _now()
+
+    def _drain(self, origin: str) -> None:
+        """The app is stopping: its group here hears it now, the other monitors' apps through the log."""
+        connection = self.state.drain(origin, self.id)
+        if connection is None:
+            return
+        log.info("Member %s (%s %s) is draining", origin, connection.name, connection.version)
+        self._notify(connection.group, origin, {"type": "draining", "origin": origin})
+        self._spawn(self._publish({"type": "drain", "origin": origin, "monitor": self.id}))
 
     # -- the log of service.monitor partition 0 ------------------------------------------------------------
     def _on_record(self, record: bytes) -> None:
@@ -312,6 +329,11 @@ class PresenceMonitor:
             owner = message.get("owner")
             left = self.state.leave(str(message["origin"]), str(owner) if owner is not None else None)
             self._left(left, str(message.get("reason") or "left")[:200])
+        elif kind == "drain" and message.get("monitor") != self.id:
+            connection = self.state.drain(str(message["origin"]), str(message["monitor"]))
+            if connection is not None:
+                notice = {"type": "draining", "origin": connection.origin}
+                self._notify(connection.group, connection.origin, notice)
         elif kind == "monitor":
             self.state.heartbeat(message)
         elif kind == "bye":

@@ -31,6 +31,7 @@ class Connection:
     updated: str = ""
     seq: int = 0
     key: str = ""  # the app's public key (Ed25519, base64), vouched for to its group
+    draining: bool = False  # it said it is stopping: its group sends it no new requests
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +111,14 @@ class MeshState:
         self.holders[topic] = origin
         self.connections[origin] = connection
         return ClaimResult(origin, topic, won=True, released=released)
+
+    def drain(self, origin: str, monitor: str) -> Connection | None:
+        """The app said it is stopping (through `monitor`); the connection if that is news."""
+        connection = self.connections.get(origin)
+        if connection is None or connection.monitor != monitor or connection.draining:
+            return None
+        connection.draining = True
+        return connection
 
     def leave(self, origin: str, owner: str | None = None) -> Connection | None:
         """Remove an app. `owner` is the monitor it belonged to when the leave was decided: if the app has
@@ -217,9 +226,11 @@ _CONNECTION_TYPES = {
 
 def _connection(raw: Any, max_topics: int) -> Connection | None:
     """A connection from a peer's snapshot, or None when it is not well formed."""
-    if not isinstance(raw, dict) or set(raw) != set(_CONNECTION_TYPES):
+    if not isinstance(raw, dict) or set(raw) - {"draining"} != set(_CONNECTION_TYPES):
         return None
     if not all(isinstance(raw[k], t) and not isinstance(raw[k], bool) for k, t in _CONNECTION_TYPES.items()):
+        return None
+    if not isinstance(raw.get("draining", False), bool):  # a monitor from before draining has no such key
         return None
     if not 0 <= raw["topic"] < max_topics or not 0 <= raw["seq"] < 2**53:
         return None

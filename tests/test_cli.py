@@ -36,15 +36,16 @@ def clean_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Replace uvicorn.run so main() can be followed to the end without starting a server."""
-    import uvicorn
+    """Replace meshkit.http.serve (uvicorn, draining on SIGTERM) so main() can be followed to the end
+    without starting a server."""
+    import meshkit.http
 
     calls: list[dict[str, Any]] = []
 
-    def fake_run(app: str, **kwargs: Any) -> None:
+    def fake_serve(app: str, **kwargs: Any) -> None:
         calls.append({"app": app, **kwargs, "system_properties": system_properties()})
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(meshkit.http, "serve", fake_serve)
     return calls
 
 

@@ -23,13 +23,13 @@ class PoJo(BaseModel):
     origin: str
 
 
-@route("hello.world", instances=20)
+@route("hello.world", instances=20, idempotent=True)
 async def hello_world(headers: dict[str, str], body: Any, instance: int) -> dict[str, Any]:
     """Echo: what came in, and which instance of which app answered."""
     return {"headers": headers, "body": body, "instance": instance, "origin": current_platform().origin}
 
 
-@route("hello.pojo", instances=10)
+@route("hello.pojo", instances=10, idempotent=True)
 async def hello_pojo(headers: dict[str, str], body: Any, instance: int) -> PoJo:
     """A PoJo for the `id` header, as the Mercury lambda example returns it."""
     raw_id = headers.get("id")

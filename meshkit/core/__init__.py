@@ -18,7 +18,7 @@ from meshkit.core._codec import (
     pack,
     to_plain,
 )
-from meshkit.core._context import EventContext, current_event, current_span, stamp
+from meshkit.core._context import EventContext, current_event, current_span, running_deadline, stamp
 from meshkit.core._envelope import FIELDS, EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
 from meshkit.core._functions import (
@@ -30,7 +30,15 @@ from meshkit.core._functions import (
     route,
     validate_route_name,
 )
-from meshkit.core._platform import Platform, RouteListener, current_platform, new_origin
+from meshkit.core._platform import (
+    PEER_LOST,
+    STALLED,
+    Platform,
+    RouteListener,
+    current_platform,
+    new_origin,
+    running_platforms,
+)
 from meshkit.core._pool import FunctionPool
 from meshkit.core._postoffice import PostOffice, SyncPostOffice
 from meshkit.core._seams import EventClient, LocalBus, MeshCounters, RemoteRouter, RoutingView, Span, Tracer
@@ -40,6 +48,8 @@ from meshkit.core._time import elapsed_text, iso_utc_ms, utc_now_iso
 __all__ = [
     "FIELDS",
     "LATENCY_BUCKETS",
+    "PEER_LOST",
+    "STALLED",
     "Address",
     "AppError",
     "Buffer",
@@ -80,6 +90,8 @@ __all__ = [
     "new_origin",
     "pack",
     "route",
+    "running_deadline",
+    "running_platforms",
     "stamp",
     "to_plain",
     "utc_now_iso",

@@ -10,6 +10,7 @@ import datetime as _dt
 import decimal
 import enum
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,7 @@ class CodecError(ValueError):
 
 _STRING_FIELDS = ("id", "to", "from", "reply_to", "cid", "trace_id", "trace_path", "span_id", "obj_type")
 _FLOAT_FIELDS = ("exec_time", "round_trip")
+MAX_TTL_MS = 86_400_000  # a day: a larger `ttl` is taken as this
 
 # The compact format of the Mercury engines: flag -> descriptive key.
 _COMPACT_KEYS = {
@@ -85,6 +87,9 @@ def envelope_to_map(event: EventEnvelope) -> dict[str, Any]:
     result["status"] = event.status
     if not event.headers:
         result.pop("headers", None)
+    deadline = event.deadline
+    if deadline is not None:  # the time left when it leaves, in ms: clocks differ between hosts
+        result["ttl"] = max(0, int((deadline - time.perf_counter()) * 1000))
     return result
 
 
@@ -267,6 +272,11 @@ def envelope_from_map(raw: dict[Any, Any]) -> EventEnvelope:
         if kind is None:  # unknown keys are ignored
             continue
         name = "sender" if key == "from" else key
+        if key == "ttl":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CodecError(f"field 'ttl' must be an integer, got {type(value).__name__}")
+            fields["deadline"] = time.perf_counter() + min(max(value, 0), MAX_TTL_MS) / 1000
+            continue
         if kind is str:
             if not isinstance(value, str):
                 raise CodecError(f"field '{key}' must be a string, got {type(value).__name__}")
@@ -297,6 +307,7 @@ def envelope_from_map(raw: dict[Any, Any]) -> EventEnvelope:
 _FIELD_KINDS: dict[str, type] = {
     **dict.fromkeys(_STRING_FIELDS, str),
     "status": int,
+    "ttl": int,
     "exec_time": float,
     "round_trip": float,
     "headers": dict,

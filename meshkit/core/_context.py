@@ -18,6 +18,7 @@ class EventContext(NamedTuple):
     trace_path: str | None
     # the Platform running the handler, for the PostOffice it creates (Any: this module sits below it)
     platform: Any = None
+    deadline: float | None = None  # when the running event's caller stops waiting (perf_counter)
 
 
 current_event: ContextVar[EventContext | None] = ContextVar("meshkit_current_event", default=None)
@@ -40,6 +41,35 @@ class _Process:
 
 
 PROCESS = _Process()
+
+
+class _Inline:
+    """The deadline of the handler step running now on the event loop, for the calls it makes.
+
+    A step of an async handler runs synchronously inside `coroutine.send()`, so the pool sets this around
+    each step it drives: a plain attribute (~30 ns) instead of a context variable set and reset (~110 ns),
+    on the hot path of every request. `None`: no pooled step is running (read `current_event`); `NO_DEADLINE`:
+    one is, and its event has no deadline. Written and read only on the loop's thread.
+    """
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+
+INLINE = _Inline()
+NO_DEADLINE = float("inf")
+
+
+def running_deadline() -> float | None:
+    """When the caller of the handler running now stops waiting (perf_counter), or None."""
+    deadline = INLINE.deadline
+    if deadline is None:
+        context = current_event.get()
+        return context.deadline if context is not None else None
+    return None if deadline == NO_DEADLINE else deadline
+
 
 #: the span id of the running execution (or the caller's span at the HTTP edge): the parent of what it sends
 current_span: ContextVar[str | None] = ContextVar("meshkit_current_span", default=None)

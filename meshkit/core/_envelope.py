@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from typing import Any
 
 # Unique within the process and cheap: a random prefix and a counter (uuid4 costs ~2 us per event).
@@ -44,6 +45,9 @@ class EventEnvelope:
     annotations: dict[str, Any] | None = None
     obj_type: str | None = None
     exception: str | None = None
+    # when the caller stops waiting, on this process's time.perf_counter() clock; on the wire it travels as
+    # `ttl`, the milliseconds left (docs/protocol/envelope.md)
+    deadline: float | None = None
 
     def __init__(
         self,
@@ -97,6 +101,10 @@ class EventEnvelope:
             self.annotations, self.obj_type = annotations, obj_type
 
     # -- conveniences a caller reaches for -------------------------------------------------------------
+    def time_left(self) -> float | None:
+        """Seconds until the caller stops waiting for this event (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.perf_counter()
+
     @property
     def is_error(self) -> bool:
         return self.status >= 400

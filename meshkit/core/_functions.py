@@ -37,6 +37,7 @@ class FunctionSpec:
     arity: int  # 1: (body), 2: (headers, body), 3: (headers, body, instance)
     body_model: type[BaseModel] | None
     max_queue: int | None = None  # events waiting beyond this are refused with 503 (None: `max.queue`)
+    idempotent: bool = False  # safe to run twice: a caller may send a request again to another instance
 
     @property
     def module(self) -> str:
@@ -48,7 +49,13 @@ class FunctionSpec:
 
 
 def make_spec(
-    route: str, handler: Handler, *, instances: int = 1, private: bool = False, max_queue: int | None = None
+    route: str,
+    handler: Handler,
+    *,
+    instances: int = 1,
+    private: bool = False,
+    max_queue: int | None = None,
+    idempotent: bool = False,
 ) -> FunctionSpec:
     validate_route_name(route)
     if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= 1000:
@@ -81,6 +88,7 @@ def make_spec(
         arity=len(params),
         body_model=_body_model(handler, body_param.name),
         max_queue=max_queue,
+        idempotent=bool(idempotent),
     )
 
 
@@ -105,12 +113,26 @@ class FunctionRegistry:
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
 
     def route(
-        self, name: str, *, instances: int = 1, private: bool = False, max_queue: int | None = None
+        self,
+        name: str,
+        *,
+        instances: int = 1,
+        private: bool = False,
+        max_queue: int | None = None,
+        idempotent: bool = False,
     ) -> Callable[[Handler], Handler]:
         validate_route_name(name)
 
         def decorate(handler: Handler) -> Handler:
-            self.add(make_spec(name, handler, instances=instances, private=private, max_queue=max_queue))
+            spec = make_spec(
+                name,
+                handler,
+                instances=instances,
+                private=private,
+                max_queue=max_queue,
+                idempotent=idempotent,
+            )
+            self.add(spec)
             return handler
 
         return decorate
@@ -140,7 +162,12 @@ default_registry = FunctionRegistry()
 
 
 def route(
-    name: str, *, instances: int = 1, private: bool = False, max_queue: int | None = None
+    name: str,
+    *,
+    instances: int = 1,
+    private: bool = False,
+    max_queue: int | None = None,
+    idempotent: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Declare a function on the event bus: ``@route("hello.world", instances=10)``.
 
@@ -148,5 +175,10 @@ def route(
     ``async def`` or plain ``def`` (run in a thread), and returns the reply body or an EventEnvelope.
     Events beyond `instances` wait in order; more than `max_queue` waiting (default: the `max.queue`
     setting) are refused at once with a 503, so an overload costs callers an error, not the app's memory.
+    `idempotent=True` says running it twice for one request does no harm (a read, or a write keyed by the
+    request): a caller whose instance left, died or refused for overload then sends the request again to
+    another instance, within the request's deadline and the caller's retry budget. Otherwise never twice.
     """
-    return default_registry.route(name, instances=instances, private=private, max_queue=max_queue)
+    return default_registry.route(
+        name, instances=instances, private=private, max_queue=max_queue, idempotent=idempotent
+    )

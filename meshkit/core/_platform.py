@@ -17,6 +17,7 @@ from meshkit.core._envelope import EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
 from meshkit.core._functions import FunctionSpec, Handler, default_registry, make_spec
 from meshkit.core._pool import FunctionPool
+from meshkit.core._retry import RetryPolicy, budget_from_config
 from meshkit.core._seams import EventClient, RemoteRouter, Tracer
 
 log = logging.getLogger("meshkit.platform")
@@ -28,6 +29,17 @@ def new_origin() -> str:
 
 
 _current: Platform | None = None
+_running: dict[str, Platform] = {}  # started and not stopped, by origin
+
+# what a reply the platform makes up for a remote request says in `exception`
+PEER_LOST = "PeerLost"  # its instance left or died before replying
+STALLED = "Stalled"  # its instance was taken out of rotation, hung or failing, with the request unanswered
+DEFAULT_DRAIN_TIMEOUT = 20.0  # within Kubernetes' default grace of 30 s, with time left to stop
+
+
+def running_platforms() -> list[Platform]:
+    """The platforms started in this process and not stopped (`meshkit run` drains them on SIGTERM)."""
+    return list(_running.values())
 
 
 def current_platform() -> Platform:
@@ -84,6 +96,13 @@ class Platform:
         self._route_listeners: list[RouteListener] = []
         self._replaced: list[FunctionPool] = []  # pools replace() took a route from: they finish their events
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._drain_hooks: list[Callable[[float], Awaitable[None]]] = []
+        self._drain_task: asyncio.Task[None] | None = None
+        self.draining = False
+        self.retry = RetryPolicy.from_config(self.config)
+        self.retry_budget = budget_from_config(self.config)
+        self.retries = 0  # requests sent again to another instance
+        self.late_replies = 0  # replies that came after their caller stopped waiting: dropped
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -109,6 +128,7 @@ class Platform:
                 )
             self._add(spec)
         _current = self
+        _running[self.origin] = self
         log.info(
             "%s %s started as %s with %d functions", self.name, self.version, self.origin, len(self._pools)
         )
@@ -140,7 +160,64 @@ class Platform:
             PROCESS.count(-1)
         if _current is self:
             _current = None
+        _running.pop(self.origin, None)
         self._loop = None
+        self._drain_task = None
+
+    # -- draining ----------------------------------------------------------------------------------------
+    def on_drain(self, hook: Callable[[float], Awaitable[None]]) -> None:
+        """Run `hook(deadline)` when the platform drains; `deadline` is on the loop's clock."""
+        self._drain_hooks.append(hook)
+
+    def in_flight(self) -> int:
+        """Events running or waiting for an instance, in every function."""
+        return sum(pool.busy + pool.queue_depth for pool in (*self._pools.values(), *self._replaced))
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Get ready to stop without losing work (SIGTERM): peers stop sending new requests here, and what
+        is in flight or already on its way finishes, within `timeout` (default: `drain.timeout`, 20 s).
+
+        `/health` answers DOWN from now on. Calling it again waits for the same drain.
+        """
+        if self._loop is None:
+            return
+        if self._drain_task is None:
+            if timeout is None:
+                timeout = self.config.get_float("drain.timeout", DEFAULT_DRAIN_TIMEOUT)
+            self.draining = True
+            self._drain_task = self._loop.create_task(self._drain(timeout), name="meshkit:drain")
+        task = self._drain_task
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():  # our caller was cancelled, not the drain
+                raise
+
+    def abandon_drain(self) -> None:
+        """Stop waiting for the drain (a second SIGINT): the platform may stop now."""
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+
+    async def _drain(self, timeout: float) -> None:
+        loop = self.loop
+        started = loop.time()
+        log.info("%s draining: finishing what is in flight (at most %g s)", self.name, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(hook(started + timeout) for hook in self._drain_hooks))
+                while self.in_flight():  # noqa: ASYNC110 (pools signal no "idle"; polled briefly, once)
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            log.warning(
+                "%s drain.timeout of %g s passed with %d events in flight",
+                self.name,
+                timeout,
+                self.in_flight(),
+            )
+        except Exception:
+            log.exception("%s drain failed", self.name)
+        else:
+            log.info("%s drained in %.2f s", self.name, loop.time() - started)
 
     # -- functions ---------------------------------------------------------------------------------------
     def register(
@@ -151,6 +228,7 @@ class Platform:
         instances: int = 1,
         private: bool = False,
         max_queue: int | None = None,
+        idempotent: bool = False,
     ) -> FunctionSpec:
         """Add a function at run time (``platform.register("my.route", handler, instances=4)``)."""
         if isinstance(route, FunctionSpec):
@@ -158,7 +236,14 @@ class Platform:
         else:
             if handler is None:
                 raise TypeError("register(route, handler) needs a handler")
-            spec = make_spec(route, handler, instances=instances, private=private, max_queue=max_queue)
+            spec = make_spec(
+                route,
+                handler,
+                instances=instances,
+                private=private,
+                max_queue=max_queue,
+                idempotent=idempotent,
+            )
         if spec.route in self._pools:
             raise ValueError(f"Route '{spec.route}' is already registered in {self.name}")
         if self._loop is None:
@@ -208,7 +293,12 @@ class Platform:
             raise AppError(404, f"Route {route} not found")
         was = old.spec
         spec = make_spec(
-            route, handler, instances=was.instances, private=was.private, max_queue=was.max_queue
+            route,
+            handler,
+            instances=was.instances,
+            private=was.private,
+            max_queue=was.max_queue,
+            idempotent=was.idempotent,
         )
         self._pools[route] = self._pool_for(spec)
         self._replaced.append(old)
@@ -284,12 +374,27 @@ class Platform:
             log.warning("Reply %s to %s not delivered: %s", reply.cid, reply.to, exc.message)
 
     # -- pending requests ----------------------------------------------------------------------------------
-    async def call(self, event: EventEnvelope, timeout: float, *, external: bool = False) -> EventEnvelope:
-        """Dispatch `event` and await its reply; TimeoutError after `timeout` seconds."""
+    async def call(
+        self,
+        event: EventEnvelope,
+        timeout: float,
+        *,
+        external: bool = False,
+        idempotent: bool | None = None,
+    ) -> EventEnvelope:
+        """Dispatch `event` and await its reply; TimeoutError after `timeout` seconds.
+
+        The event's deadline becomes at most `timeout` from now. A request to another app whose instance
+        leaves, dies, cannot be reached or refuses for overload is sent again to another instance when the
+        route is safe to retry (`idempotent`: the caller's say for this call; None: the route's declaration).
+        """
         caller_cid = event.cid  # the caller's own correlation id comes back on the reply
         cid = event.cid = new_event_id()
         event.reply_to = self.inbox
         started = time.perf_counter()
+        deadline = started + timeout
+        if event.deadline is None or deadline < event.deadline:
+            event.deadline = deadline
         pool = self._pools.get(event.to)  # type: ignore[arg-type]
         if pool is not None and not (external and pool.spec.private):
             reply = pool.submit(event, inline=True)  # the caller awaits: its first step may run right here
@@ -309,6 +414,14 @@ class Platform:
             self._schedule_sweep(deadline)
         try:
             reply = await future
+            target = self._targets.get(cid)
+            if target is not None:  # it went to another app
+                reply = await self._settle(event, cid, target, reply, idempotent, started)
+        except TimeoutError:
+            target = self._targets.get(cid)
+            if target is not None and self.remote is not None:
+                self.remote.outcome(target, None, time.perf_counter() - started)
+            raise
         finally:
             self._pending.pop(cid, None)
             self._deadlines.pop(cid, None)
@@ -318,16 +431,105 @@ class Platform:
         reply.cid = caller_cid
         return reply
 
+    async def _settle(
+        self,
+        event: EventEnvelope,
+        cid: str,
+        target: str,
+        reply: EventEnvelope,
+        idempotent: bool | None,
+        sent_at: float,
+    ) -> EventEnvelope:
+        """The reply of a request to another app, told to its outlier detection; when the instance left,
+        died, could not be reached, refused for overload or stalled, the request goes again to another
+        instance, if it is safe to retry, within its deadline, the retry attempts and the retry budget."""
+        remote = self.remote
+        failed: set[str] = set()
+        retries = 0
+        while True:
+            made_up = reply.exception == PEER_LOST or reply.exception == STALLED
+            if remote is not None and not made_up:
+                remote.outcome(target, reply.status, time.perf_counter() - sent_at)
+            if reply.status != 503:
+                return reply
+            stalled = reply.exception == STALLED
+            next_target = None
+            if remote is not None and retries < self.retry.attempts and self._retryable(event, idempotent):
+                failed.add(target)
+                next_target = await self._next_target(remote, event, cid, failed, retries)
+            if next_target is not None and not self.retry_budget.withdraw(self.loop.time()):
+                log.debug("Retry of %s to %s refused by the retry budget", cid, event.to)
+                next_target = None
+            if next_target is None:
+                if stalled:  # not sent again: the instance may still answer it, within the deadline
+                    reply = await self._rearm(cid, event)
+                    continue
+                return reply
+            retries += 1
+            self.retries += 1
+            log.debug("Request %s to %s sent again to %s: %s", cid, event.to, next_target, reply.body)
+            future: asyncio.Future[EventEnvelope] = self.loop.create_future()
+            self._pending[cid] = future
+            try:
+                remote.send(next_target, event)  # type: ignore[union-attr]
+            except AppError as exc:
+                self._pending.pop(cid, None)
+                reply = EventEnvelope(self.inbox, exc.message, status=503, cid=cid, exception=PEER_LOST)
+                target = next_target
+                continue
+            target, sent_at = next_target, time.perf_counter()
+            reply = await future
+
+    def _retryable(self, event: EventEnvelope, idempotent: bool | None) -> bool:
+        route = event.to or ""
+        if "@" in route:  # addressed to one instance: there is no other to send it to
+            return False
+        if idempotent is not None:
+            return idempotent
+        return self.remote is not None and self.remote.retryable(route)
+
+    async def _next_target(
+        self, remote: RemoteRouter, event: EventEnvelope, cid: str, failed: set[str], retries: int
+    ) -> str | None:
+        """Another instance for a retry; with none, one after a backoff (a newcomer, or a failed one
+        again), while the deadline allows."""
+        route = event.to or ""
+        target = remote.pick(route, frozenset(failed))
+        if target is not None:
+            return target
+        left = event.time_left()
+        delay = self.retry.delay(retries)
+        if left is None or left <= delay + 0.002:
+            return None
+        await asyncio.sleep(delay)
+        if cid not in self._deadlines:  # the deadline passed meanwhile
+            raise TimeoutError(f"Route {route} timeout while waiting to send it again")
+        return remote.pick(route)
+
+    async def _rearm(self, cid: str, event: EventEnvelope) -> EventEnvelope:
+        """Wait again for the reply of a request that is still out there."""
+        if cid not in self._deadlines:
+            raise TimeoutError(f"Route {event.to} timeout")
+        future: asyncio.Future[EventEnvelope] = self.loop.create_future()
+        self._pending[cid] = future
+        return await future
+
     def note_target(self, event: EventEnvelope, origin: str) -> None:
         """Remember where a pending request of ours went, so it can fail at once if that app leaves."""
-        if event.cid is not None and event.reply_to == self.inbox:
-            self._targets[event.cid] = origin
+        cid = event.cid
+        if cid is not None and event.reply_to == self.inbox:
+            if cid not in self._targets:  # a first attempt: it earns the retry budget its share
+                self.retry_budget.deposit(self.loop.time())
+            self._targets[cid] = origin
 
-    def fail_requests_to(self, origin: str, message: str) -> int:
-        """Answer every pending request sent to `origin` with a 503 now, rather than at its timeout."""
-        doomed = [cid for cid, target in self._targets.items() if target == origin]
+    def fail_requests_to(self, origin: str, message: str, *, stalled: bool = False) -> int:
+        """Answer every pending request sent to `origin` with a 503 now, rather than at its timeout: it left
+        or died, or (`stalled`) it was taken out of rotation. Each is sent again if safe to retry; a stalled
+        one that is not keeps waiting for its reply."""
+        doomed = [cid for cid, target in self._targets.items() if target == origin and cid in self._pending]
+        exception = STALLED if stalled else PEER_LOST
         for cid in doomed:
-            self.resolve_reply(EventEnvelope(self.inbox, message, status=503, cid=cid))
+            self.resolve_reply(EventEnvelope(self.inbox, message, status=503, cid=cid, exception=exception))
         return len(doomed)
 
     # One timer for every pending request, not one each: cheaper than call_later + cancel per request.
@@ -355,6 +557,7 @@ class Platform:
         """Hand a reply to the request waiting for it (a late or unknown one is dropped)."""
         future = self._pending.pop(reply.cid, None) if reply.cid is not None else None
         if future is None:
+            self.late_replies += 1
             log.debug("Late or unknown reply %s from %s dropped", reply.cid, reply.sender)
         elif not future.done():
             future.set_result(reply)

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from meshkit.core._codec import to_plain
-from meshkit.core._context import PROCESS, EventContext, current_event, stamp
+from meshkit.core._context import INLINE, NO_DEADLINE, PROCESS, EventContext, current_event, stamp
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._functions import FunctionSpec
@@ -35,15 +35,16 @@ _PLAIN = (str, int, float, bool, bytes, type(None), dict, list)
 
 
 class _Resume:
-    """Await a coroutine that has already run its first step and yielded `first` (what `yield from` does)."""
+    """Await a coroutine that has already run its first step and yielded `first` (what `yield from` does),
+    with `deadline` as the running deadline of each step (meshkit.core._context.INLINE)."""
 
-    __slots__ = ("coro", "first")
+    __slots__ = ("coro", "deadline", "first")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self.coro, self.first = coro, first
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any, deadline: float) -> None:
+        self.coro, self.first, self.deadline = coro, first, deadline
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro, message = self.coro, self.first
+        coro, message, deadline = self.coro, self.first, self.deadline
         while True:
             try:
                 sent = yield message
@@ -51,15 +52,21 @@ class _Resume:
                 coro.close()
                 raise
             except BaseException as exc:  # cancellation and friends go to the handler, as with a plain await
+                outer, INLINE.deadline = INLINE.deadline, deadline
                 try:
                     message = coro.throw(exc)
                 except StopIteration as stop:
                     return stop.value
+                finally:
+                    INLINE.deadline = outer
             else:
+                outer, INLINE.deadline = INLINE.deadline, deadline
                 try:
                     message = coro.send(sent)
                 except StopIteration as stop:
                     return stop.value
+                finally:
+                    INLINE.deadline = outer
 
 
 class FunctionPool:
@@ -76,6 +83,7 @@ class FunctionPool:
         "_tasks",
         "_tracer",
         "busy",
+        "expired",
         "handled",
         "max_queue",
         "refused",
@@ -100,6 +108,7 @@ class FunctionPool:
         self.busy = 0
         self.handled = 0
         self.refused = 0
+        self.expired = 0  # events whose deadline passed before they could run: answered 408, never run
         self.max_queue = max_queue
         self._deliver = deliver
         self._backlog: deque[tuple[EventEnvelope, float]] = deque()  # with the time of arrival
@@ -182,17 +191,22 @@ class FunctionPool:
     def _run_inline(self, event: EventEnvelope) -> EventEnvelope | None:
         """Run an event's first step in the caller's task. Returns the reply if the handler finished in it;
         otherwise a task finishes the handler and delivers the reply to `event.reply_to` as usual."""
-        instance = self._acquire()
         started = time.perf_counter()
+        deadline = event.deadline
+        if deadline is not None and started > deadline:
+            return self._expired(event, started)
+        instance = self._acquire()
         span: Span | None = None
         token: contextvars.Token[EventContext | None] | None = None
         if event.trace_id is not None:
             if self._tracer is not None:
                 span = self._tracer.begin(self.spec.route, event, started)
-            context = EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner)
+            context = EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner, deadline)
             token = current_event.set(context)
         elif self._log_context or PROCESS.shared:
             token = current_event.set(self._context)
+        step_deadline = NO_DEADLINE if deadline is None else deadline
+        outer, INLINE.deadline = INLINE.deadline, step_deadline
         try:
             try:
                 coro = self._invoke_async(event, instance)
@@ -205,9 +219,10 @@ class FunctionPool:
                 self._release(instance)
                 raise
             else:
-                self._spawn(self._finish(event, instance, coro, first, started, span))
+                self._spawn(self._finish(event, instance, coro, first, started, span, step_deadline))
                 return None
         finally:
+            INLINE.deadline = outer
             if token is not None:
                 current_event.reset(token)
                 if span is not None:
@@ -223,10 +238,11 @@ class FunctionPool:
         first: Any,
         started: float,
         span: Span | None,
+        deadline: float,
     ) -> None:
         try:
             try:
-                result = await _Resume(coro, first)
+                result = await _Resume(coro, first, deadline)
             except Exception as exc:
                 reply = self._reply(event, started, *self._failure(event, exc), span)
             else:
@@ -259,10 +275,13 @@ class FunctionPool:
         self, event: EventEnvelope, instance: int, arrived: float | None = None
     ) -> EventEnvelope | None:
         started = time.perf_counter()
+        deadline = event.deadline
+        if deadline is not None and started > deadline:
+            return self._expired(event, arrived or started)
         token = current_event.set(
             self._context
-            if event.trace_id is None
-            else EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner)
+            if event.trace_id is None and deadline is None
+            else EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner, deadline)
         )
         span: Span | None = None
         if event.trace_id is not None and self._tracer is not None:
@@ -283,6 +302,19 @@ class FunctionPool:
                 if span is not None:
                     span.detach()
         return self._reply(event, started, 200, result, None, span)
+
+    def _expired(self, event: EventEnvelope, arrived: float) -> EventEnvelope | None:
+        """An event whose caller stopped waiting before it could run: never run, answered 408, counted."""
+        self.expired += 1
+        late = (time.perf_counter() - event.deadline) * 1000 if event.deadline is not None else 0.0
+        waited = (time.perf_counter() - arrived) * 1000
+        log.debug("%s expired %.0f ms before it could run (waited %.0f ms)", self.spec.route, late, waited)
+        if event.reply_to is None:
+            return None
+        message = f"Route {self.spec.route}: the deadline passed {late:.0f} ms before it could run"
+        return EventEnvelope(
+            event.reply_to, message, status=408, sender=self.spec.route, cid=event.cid, exception="Expired"
+        )
 
     def _failure(self, event: EventEnvelope, exc: BaseException) -> tuple[int, Any, str]:
         if isinstance(exc, AppError):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from meshkit.core._address import Address
-from meshkit.core._context import current_event
+from meshkit.core._context import INLINE, NO_DEADLINE, current_event
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._platform import Platform, current_platform
@@ -22,7 +23,7 @@ class PostOffice:
     as in meshkit.testing) and carries the running event's trace id and path to the events it sends.
     """
 
-    __slots__ = ("_platform", "_route", "_trace_id", "_trace_path")
+    __slots__ = ("_deadline", "_platform", "_route", "_trace_id", "_trace_path")
 
     def __init__(
         self, platform: Platform | None = None, *, trace_id: str | None = None, trace_path: str | None = None
@@ -34,10 +35,27 @@ class PostOffice:
         self._route = context.route if context else None  # events sent from a function say so in `from`
         self._trace_id = trace_id if trace_id is not None else (context.trace_id if context else None)
         self._trace_path = trace_path if trace_path is not None else (context.trace_path if context else None)
+        # the running event's deadline, read here too for a plain `def` handler (its thread has the context)
+        self._deadline = context.deadline if context is not None else None
 
     @property
     def platform(self) -> Platform:
         return self._platform
+
+    def time_left(self, timeout: float) -> float:
+        """`timeout`, or less: what is left of the running event's deadline (0 or less: it passed)."""
+        inline = INLINE.deadline  # a handler's step driven by its pool: that event's deadline
+        if inline is not None:
+            deadline = None if inline == NO_DEADLINE else inline
+        else:
+            deadline = self._deadline
+            if deadline is None:
+                context = current_event.get()
+                deadline = context.deadline if context is not None else None
+        if deadline is None:
+            return timeout
+        left = deadline - time.perf_counter()
+        return left if left < timeout else timeout
 
     def _event(self, to: str | EventEnvelope, body: Any, headers: dict[str, str] | None) -> EventEnvelope:
         if isinstance(to, EventEnvelope):
@@ -82,15 +100,27 @@ class PostOffice:
         timeout: float = 10.0,
         endpoint: str | None = None,
         timeout_as_reply: bool = False,
+        idempotent: bool | None = None,
     ) -> EventEnvelope:
         """Send an event and await its reply.
 
         A handler's error comes back as a reply with its status. No reply within `timeout` seconds raises
-        TimeoutError, or returns a 408 envelope when `timeout_as_reply` is set. With `endpoint`
-        ("http://host:port/api/event") the event travels over HTTP instead of the bus.
+        TimeoutError, or returns a 408 envelope when `timeout_as_reply` is set. Inside a function, the
+        timeout is at most what is left of the running event's deadline. With `endpoint`
+        ("http://host:port/api/event") the event travels over HTTP instead of the bus. `idempotent`: whether
+        this request may be sent again to another instance if its instance fails (None: as the route's owner
+        declared it with `@route(..., idempotent=...)`).
         """
         event = self._event(to, body, headers)
+        timeout = self.time_left(timeout)
+        if timeout <= 0:
+            message = f"Route {event.to}: the caller's deadline passed before the request was sent"
+            if timeout_as_reply:
+                return EventEnvelope(status=408, body=message, cid=event.cid, sender=event.to)
+            raise TimeoutError(message)
         if endpoint is not None:
+            if event.deadline is None:
+                event.deadline = time.perf_counter() + timeout
             client = self._platform.event_client
             if client is None:
                 raise RuntimeError(
@@ -99,7 +129,7 @@ class PostOffice:
                 )
             return await client.request(endpoint, event, timeout, timeout_as_reply)
         try:
-            return await self._platform.call(event, timeout)
+            return await self._platform.call(event, timeout, idempotent=idempotent)
         except TimeoutError as exc:
             if timeout_as_reply:
                 return EventEnvelope(status=408, body=str(exc), cid=event.cid, sender=event.to)
@@ -171,14 +201,19 @@ class SyncPostOffice:
         timeout: float = 10.0,
         endpoint: str | None = None,
         timeout_as_reply: bool = False,
+        idempotent: bool | None = None,
     ) -> EventEnvelope:
-        return self._run(
-            self._loop(),
-            self._po.request(
-                to, body, headers, timeout=timeout, endpoint=endpoint, timeout_as_reply=timeout_as_reply
-            ),
-            timeout,
+        loop = self._loop()  # first: it refuses to block the event loop, before a coroutine exists
+        call = self._po.request(
+            to,
+            body,
+            headers,
+            timeout=timeout,
+            endpoint=endpoint,
+            timeout_as_reply=timeout_as_reply,
+            idempotent=idempotent,
         )
+        return self._run(loop, call, timeout)
 
     def request_all(
         self, events: Sequence[EventEnvelope | str], *, timeout: float = 10.0

@@ -22,13 +22,22 @@ class MeshCounters(NamedTuple):
     received: int
     skipped: int
     pending: int
+    ejections: int = 0  # peers taken out of this caller's rotation as outliers
 
 
 class RemoteRouter(Protocol):
     """What the platform asks of the mesh: the distributed routing table and the way to each peer."""
 
-    def pick(self, route: str) -> str | None:
-        """One origin serving `route`, balanced across all that do; None when nobody does."""
+    def pick(self, route: str, avoid: frozenset[str] = frozenset()) -> str | None:
+        """One origin serving `route`, balanced across all that do, but not one in `avoid`, and one that is
+        draining or ejected as an outlier only when no other serves it; None when nobody does."""
+
+    def retryable(self, route: str) -> bool:
+        """Whether the route's owner declared it safe to send twice (`idempotent=True`)."""
+
+    def outcome(self, origin: str, status: int | None, elapsed: float) -> None:
+        """A request of ours to `origin` was answered with `status` (None: it timed out) after `elapsed`
+        seconds: what outlier detection learns from."""
 
     def origins(self, route: str) -> list[str]:
         """Every origin serving `route`."""
@@ -62,8 +71,9 @@ class LocalBus(Protocol):
     def note_target(self, event: EventEnvelope, origin: str) -> None:
         """A request of ours went to `origin`: it fails at once if that app leaves."""
 
-    def fail_requests_to(self, origin: str, message: str) -> int:
-        """Answer every pending request sent to `origin` with a 503 now; how many there were."""
+    def fail_requests_to(self, origin: str, message: str, *, stalled: bool = False) -> int:
+        """Answer every pending request sent to `origin` with a 503 now; how many there were. `stalled`:
+        it was ejected as an outlier, not gone (a request not safe to retry keeps waiting)."""
 
 
 class Span(Protocol):

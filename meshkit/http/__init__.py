@@ -10,6 +10,14 @@ from meshkit.http._client import EventOverHttp
 from meshkit.http._health import HealthMonitor
 from meshkit.http._server import event_router
 
+
+def serve(app: str, *, host: str, port: int, log_level: str = "info") -> None:
+    """Run `app` ("module:attribute") under uvicorn; the first SIGTERM/SIGINT drains it before HTTP stops."""
+    from meshkit.http._serving import serve as run  # uvicorn: loaded by the one process that serves
+
+    run(app, host=host, port=port, log_level=log_level)
+
+
 __all__ = [
     "AdditionalInfo",
     "EventOverHttp",
@@ -21,4 +29,5 @@ __all__ = [
     "install",
     "load_config",
     "routing_table",
+    "serve",
 ]

@@ -101,7 +101,7 @@ def actuator_router(
     @router.get("/health")
     async def health_check() -> JSONResponse:
         healthy, body = await health.check()
-        return JSONResponse(body, status_code=200 if healthy else 400)
+        return JSONResponse(body, status_code=200 if healthy else 503 if body.get("draining") else 400)
 
     @router.get("/livenessprobe", response_class=PlainTextResponse)
     async def livenessprobe() -> PlainTextResponse:

@@ -124,6 +124,7 @@ def install(
                 await join(platform, make_connector(config))
             async with user_lifespan(application) as state:
                 yield state
+            await platform.drain()  # done already if `meshkit run` had it drain on SIGTERM
         finally:
             await platform.stop()
 

@@ -26,6 +26,13 @@ class HealthMonitor:
         self.last_ok = True
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
+        if self.platform.draining:  # stopping: no new traffic, please (liveness is not affected)
+            return False, {
+                "status": "DOWN",
+                "draining": True,
+                "origin": self.platform.origin,
+                "name": self.platform.name,
+            }
         deps = [(route, True) for route in self.mandatory] + [(route, False) for route in self.optional]
         upstream = await asyncio.gather(*(self._check_one(route, required) for route, required in deps))
         healthy = all(entry["status_code"] == 200 for entry in upstream if entry["required"])

@@ -14,6 +14,7 @@ from meshkit.config import AppConfig, ConfigError
 from meshkit.connectors import Connector
 from meshkit.core import AppError, FunctionSpec, Platform
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
+from meshkit.mesh._outliers import OutlierDetector
 from meshkit.mesh._presence import Member, PresenceClient, PresenceFactory
 from meshkit.mesh._router import MeshRouter
 from meshkit.mesh._table import Peer, RoutingTable
@@ -67,7 +68,8 @@ class MeshNode:
             on_control=self._on_control,
             layout=self.layout,
         )
-        self.router = MeshRouter(self.table, self.transport, platform)
+        self.router = MeshRouter(self.table, self.transport, platform, OutlierDetector.from_config(config))
+        self.drain_quiet = config.get_float("drain.quiet", 1.0)
         if presence is None:
             presence = functools.partial(
                 PresenceClient,
@@ -100,13 +102,16 @@ class MeshNode:
         await self.connector.ensure_topic(MONITOR_TOPIC, self.groups + 1)
         await self.transport.listen_shared(MONITOR_TOPIC, self.group)
         self.platform.remote = self.router
+        self.router.start()
         self.platform.on_route_change(self._route_changed)
+        self.platform.on_drain(self.drain)
         if not self.platform.has_local(HEALTH_ROUTE):
             self.platform.register(HEALTH_ROUTE, self._health, private=True)
         await self.presence.start(self.platform.config.get_float("presence.wait", 10.0))
         self.watchdog.start()
 
     async def stop(self) -> None:
+        self.router.stop()
         await self.watchdog.stop()
         if self._recheck is not None:
             self._recheck.cancel()
@@ -124,7 +129,22 @@ class MeshNode:
         await self.connector.ensure_topic(topic.topic, self.layout.partitions_per_topic)
         await self.transport.listen(topic)
         log.info("%s, partition %d ready", topic.topic, topic.partition)
-        await self._publish_group({"type": "join", **self._me(), "routes": self.platform.public_routes()})
+        await self._publish_group({"type": "join", **self._me()})
+
+    async def drain(self, deadline: float) -> None:
+        """Stop being sent new requests, and wait until what is in flight or on its way here is done: no
+        event arrived and nothing ran for `drain.quiet` seconds (or `deadline`, on the loop's clock)."""
+        await self.presence.drain()
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        seen = self.transport.received
+        while loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            received = self.transport.received
+            if received != seen or self.platform.in_flight() or self.transport.pending_sends:
+                seen, quiet_since = received, loop.time()
+            elif loop.time() - quiet_since >= self.drain_quiet:
+                return
 
     def _me(self) -> dict[str, Any]:
         p = self.platform
@@ -136,6 +156,10 @@ class MeshNode:
             "personality": p.personality,
             "topic": topic.name if topic else None,
             "batches": True,  # peers may send this app batch records
+            "routes": p.public_routes(),
+            "idempotent": sorted(
+                spec.route for spec in p.functions() if spec.idempotent and not spec.private
+            ),
         }
 
     async def _publish_group(self, message: dict[str, Any]) -> None:
@@ -154,7 +178,9 @@ class MeshNode:
     def _route_changed(self, spec: FunctionSpec, added: bool) -> None:
         if spec.private or self.transport.topic is None:
             return
-        change = {"add" if added else "remove": [spec.route]}
+        change: dict[str, list[str]] = {"add" if added else "remove": [spec.route]}
+        if added and spec.idempotent:
+            change["idempotent"] = [spec.route]
         self._background(self._publish_group({"type": "routes", "origin": self.platform.origin, **change}))
 
     # -- what the presence monitor says: which peers it vouches for, and which are gone ----------------------
@@ -189,6 +215,8 @@ class MeshNode:
             self._replay(self.vouched.vouch(origin, key))
         elif kind == "gone":
             self._gone(origin, str(notice.get("reason") or "left"))
+        elif kind == "draining":
+            self.table.drain(origin)
         else:
             log.warning("Ignored a %r notice from the presence monitor", kind)
 
@@ -203,6 +231,7 @@ class MeshNode:
         self.vouched.forget(origin)
         gone = self.table.leave(origin)
         self.transport.return_addresses.pop(origin, None)
+        self.router.forget(origin)
         name = f"{gone.name} {gone.version}" if gone else "an app that left"
         failed = self.platform.fail_requests_to(origin, f"Peer {origin} ({name}) left before replying")
         if failed:
@@ -235,7 +264,7 @@ class MeshNode:
             peer = self._peer(message)
             self.table.join(peer)
             if kind == "join" and self.transport.topic is not None:
-                me = {"type": "peer", **self._me(), "routes": self.platform.public_routes()}
+                me = {"type": "peer", **self._me()}
                 self._background(
                     self.transport.publish_control(
                         peer.topic.topic, peer.topic.partition, peer.origin, self.identity.sign(me)
@@ -243,7 +272,10 @@ class MeshNode:
                 )
         else:
             self.table.update(
-                origin, add=set(_routes(message.get("add"))), remove=set(_routes(message.get("remove")))
+                origin,
+                add=set(_routes(message.get("add"))),
+                remove=set(_routes(message.get("remove"))),
+                idempotent=set(_routes(message.get("idempotent"))),
             )
 
     def _peer(self, message: dict[str, Any]) -> Peer:
@@ -262,6 +294,7 @@ class MeshNode:
             topic,
             set(_routes(message.get("routes"))),
             batches=message.get("batches") is True,
+            idempotent=set(_routes(message.get("idempotent"))),
         )
 
     # -- cloud.connector.health ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from meshkit.core import iso_utc_ms
 log = logging.getLogger("meshkit.mesh.presence")
 
 OnReady = Callable[[str, str, object], Awaitable[None]]  # (virtual topic name, monitor id, group members)
-OnNotice = Callable[[dict[str, Any]], None]  # a peer vouched for ("member") or gone ("gone")
+OnNotice = Callable[[dict[str, Any]], None]  # a peer vouched for ("member"), stopping ("draining"), gone
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class Presence(Protocol):
 
     async def start(self, wait: float) -> bool:
         """Connect in the background; True if connected within `wait` seconds."""
+
+    async def drain(self) -> None:
+        """Say this app is stopping: the control plane tells the group to send it no new requests."""
 
     async def close(self) -> None:
         """Leave: the control plane releases the topic and tells the group."""
@@ -86,6 +89,7 @@ class PresenceClient:
         self._task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
         self._created = iso_utc_ms(_dt.datetime.now(_dt.UTC))
+        self.draining = False
 
     async def start(self, wait: float) -> bool:
         """Connect in the background; True if the first monitor answered within `wait` seconds."""
@@ -98,6 +102,15 @@ class PresenceClient:
                 "No presence monitor answered within %g s (%s); still trying", wait, ", ".join(self.urls)
             )
             return False
+
+    async def drain(self) -> None:
+        self.draining = True  # a monitor this app moves to hears it in the hello
+        ws = self._ws
+        if ws is not None and self.connected.is_set():
+            try:
+                await ws.send(json.dumps({"type": "drain"}))
+            except websockets.WebSocketException as exc:
+                log.warning("Could not tell the presence monitor this app is draining: %s", exc)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -171,6 +184,7 @@ class PresenceClient:
             "created": self._created,
             "topic": self.topic,
             "key": me.public_key,
+            "draining": self.draining,
         }
 
     async def _keep_alive(self, ws: ClientConnection) -> None:
@@ -190,5 +204,5 @@ class PresenceClient:
             log.warning("Ignored a message from the presence monitor that is not a JSON object")
         elif data.get("type") == "error":
             log.error("Presence monitor: %s", data.get("message"))
-        elif data.get("type") in ("member", "gone"):
+        elif data.get("type") in ("member", "gone", "draining"):
             self.on_notice(data)

@@ -22,6 +22,8 @@ class Peer:
     topic: VirtualTopic
     routes: set[str] = field(default_factory=set)
     batches: bool = False  # it takes batch records (its join said so; an app from before them does not)
+    idempotent: set[str] = field(default_factory=set)  # of its routes, those it declares safe to retry
+    draining: bool = False  # it is stopping: no new requests while another instance serves the route
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -29,6 +31,8 @@ class Peer:
             "version": self.version,
             "personality": self.personality,
             "topic": self.topic.name,
+            "draining": self.draining,
+            "idempotent": sorted(self.idempotent & self.routes),
         }
 
 
@@ -39,6 +43,8 @@ class RoutingTable:
         self.peers: dict[str, Peer] = {}
         self._routes: dict[str, list[str]] = {}
         self._turns: dict[str, itertools.count[int]] = {}
+        self.draining: set[str] = set()  # origins of peers that said they are stopping
+        self._idempotent: dict[str, bool] = {}  # route -> declared safe to retry (kept after its peers leave)
 
     def join(self, peer: Peer) -> bool:
         """Add or refresh a peer; True when it is new."""
@@ -46,11 +52,22 @@ class RoutingTable:
         if known is None:
             log.info("Peer %s joins (%s %s)", peer.origin, peer.name, peer.version)
             self.peers[peer.origin] = Peer(
-                peer.origin, peer.name, peer.version, peer.personality, peer.topic, batches=peer.batches
+                peer.origin,
+                peer.name,
+                peer.version,
+                peer.personality,
+                peer.topic,
+                batches=peer.batches,
+                draining=peer.origin in self.draining,
             )
         else:
             known.topic, known.batches = peer.topic, peer.batches
-        self.update(peer.origin, add=peer.routes, remove=(known.routes - peer.routes) if known else set())
+        self.update(
+            peer.origin,
+            add=peer.routes,
+            remove=(known.routes - peer.routes) if known else set(),
+            idempotent=peer.idempotent,
+        )
         return known is None
 
     def update(
@@ -59,10 +76,19 @@ class RoutingTable:
         *,
         add: set[str] | frozenset[str] = frozenset(),
         remove: set[str] | frozenset[str] = frozenset(),
+        idempotent: set[str] | frozenset[str] = frozenset(),
     ) -> None:
+        """`idempotent`: which of the routes in `add` their owner declares safe to retry."""
         peer = self.peers.get(origin)
         if peer is None:
             return
+        for route in add:
+            safe = route in idempotent
+            self._idempotent[route] = safe
+            if safe:
+                peer.idempotent.add(route)
+            else:
+                peer.idempotent.discard(route)
         for route in sorted(add - peer.routes):
             peer.routes.add(route)
             self._routes.setdefault(route, []).append(origin)
@@ -71,6 +97,7 @@ class RoutingTable:
             self._unregister(peer, route)
 
     def leave(self, origin: str) -> Peer | None:
+        self.draining.discard(origin)
         peer = self.peers.pop(origin, None)
         if peer is None:
             return None
@@ -88,6 +115,17 @@ class RoutingTable:
             self._routes.pop(route, None)
             self._turns.pop(route, None)
         log.info("%s %s unregistered", route, peer.origin)
+
+    def drain(self, origin: str) -> None:
+        """The peer is stopping: it serves what it has, and gets no new requests while others can."""
+        self.draining.add(origin)  # also before its join is read: the join then finds it draining
+        peer = self.peers.get(origin)
+        if peer is not None and not peer.draining:
+            peer.draining = True
+            log.info("Peer %s is draining (%s %s): no new requests to it", origin, peer.name, peer.version)
+
+    def retryable(self, route: str) -> bool:
+        return self._idempotent.get(route, False)
 
     def pick(self, route: str) -> str | None:
         origins = self._routes.get(route)

@@ -28,6 +28,7 @@ class _Held:
     member: Member
     topic: int
     presence: InProcessPresence
+    draining: bool = False
 
 
 class ControlPlane:
@@ -69,7 +70,16 @@ class ControlPlane:
         self._held[member.origin] = _Held(member, topic, presence)
         notice = {"type": "member", "origin": member.origin, "key": member.public_key}
         self._tell_group(member, notice)
+        for origin, held in self._held.items():  # the newcomer hears who is stopping, after `members`
+            if held.draining and held.member.group == member.group:
+                presence.call_soon({"type": "draining", "origin": origin})
         return self.layout.virtual(topic).name, members
+
+    def drain(self, member: Member) -> None:
+        held = self._held.get(member.origin)
+        if held is not None and not held.draining:
+            held.draining = True
+            self._tell_group(member, {"type": "draining", "origin": member.origin})
 
     def release(self, member: Member, reason: str) -> None:
         held = self._held.pop(member.origin, None)
@@ -105,6 +115,12 @@ class InProcessPresence:
             raise
         self.connected.set()
         return True
+
+    async def drain(self) -> None:
+        self.plane.drain(self.member)
+
+    def call_soon(self, notice: dict[str, str]) -> None:
+        asyncio.get_running_loop().call_soon(self.notify, notice)
 
     async def close(self) -> None:
         if self.connected.is_set():

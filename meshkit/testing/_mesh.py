@@ -26,6 +26,7 @@ from meshkit.testing._platform import Functions, isolated_config, specs_of
 TEST_PROPERTIES = {
     "cloud.connector": "none",
     "connector.watchdog.exit.after": "0",  # never os._exit() the test run
+    "drain.quiet": "0.02",  # records travel in loop callbacks here: a drain is quiet at once
 }
 
 
@@ -97,8 +98,12 @@ class TestMesh:
         await self.settled()
         return platform
 
-    async def stop(self, app: Platform) -> None:
-        """Stop an app as SIGTERM would; returns once no other app routes to it."""
+    async def stop(self, app: Platform, *, drain: bool = True) -> None:
+        """Stop an app as SIGTERM would: it drains (peers stop sending it new requests, it finishes what it
+        has), then leaves; returns once no other app routes to it. `drain=False`: it leaves at once, as a
+        killed app does (what it had in flight fails, or is sent again if safe to retry)."""
+        if drain and app.running:
+            await app.drain()
         await self._stop(app)
         nodes = self._nodes.values()
         await self.until(

@@ -2,9 +2,10 @@
 reaches it.
 
 ``callee`` serves ``mesh.slow`` (public): it prints ``mesh.slow started <mark>`` to its log at once, then
-answers after ``seconds`` (header, default 30). ``caller`` serves nothing itself; its ``GET /call/{route}``
-sends one request through the mesh with ``PostOffice.request(route, timeout=...)`` and reports the outcome
-as JSON: ``{status, body | error, elapsed}`` (408 for a timeout, the AppError's status for a bus error).
+answers after ``seconds`` (header, default 30); and ``mesh.once`` (not safe to retry), which prints
+``mesh.once ran <mark>`` and answers after ``seconds`` (default 0). ``caller`` serves nothing itself;
+its ``GET /call/{route}`` sends one request through the mesh with ``PostOffice.request(route,
+timeout=...)`` and reports the outcome as JSON: ``{status, body | error, elapsed}`` (408 for a timeout, the AppError's status for a bus error).
 
     meshkit run tests.apps.mesh_echo:callee --port P -Dcloud.connector=kafka ...
     meshkit run tests.apps.mesh_echo:caller --port Q -Dcloud.connector=kafka ...
@@ -26,6 +27,15 @@ callee_functions = FunctionRegistry()
 async def slow(headers: dict[str, str], body: Any) -> dict[str, Any]:
     print(f"mesh.slow started {headers.get('mark', '-')}", flush=True)
     await asyncio.sleep(float(headers.get("seconds", "30")))
+    return {"origin": current_platform().origin, "mark": headers.get("mark")}
+
+
+@callee_functions.route("mesh.once", instances=8)
+async def once(headers: dict[str, str], body: Any) -> dict[str, Any]:
+    """Not declared safe to retry: prints ``mesh.once ran <mark>`` each time it runs, so a test can tell
+    that no request ran twice."""
+    print(f"mesh.once ran {headers.get('mark', '-')}", flush=True)
+    await asyncio.sleep(float(headers.get("seconds", "0")))
     return {"origin": current_platform().origin, "mark": headers.get("mark")}
 
 

@@ -28,9 +28,7 @@ def test_the_first_claim_in_log_order_wins_a_topic() -> None:
     assert not state.claim({"topic": 0, "origin": "b", "monitor": "m2", "info": INFO}).won
     assert state.holders == {0: "a"}
     # the holder may claim its topic again through a monitor that saw its old one gone (it moved)
-    assert state.claim(
-        {"topic": 0, "origin": "a", "monitor": "m2", "replaces": "m1", "info": INFO}
-    ).won
+    assert state.claim({"topic": 0, "origin": "a", "monitor": "m2", "replaces": "m1", "info": INFO}).won
     assert state.connections["a"].monitor == "m2"
 
 

@@ -205,6 +205,7 @@ class Mesh:
             "bootstrap.servers": self.broker.bootstrap,
             "mandatory.health.dependencies": "cloud.connector.health",
             "presence.url": ",".join(m.presence_url for m in chosen),
+            "drain.quiet": "0.3",  # a local broker delivers in milliseconds: stopping takes less
             **(properties or {}),
         }
         return self._start(app, config)
