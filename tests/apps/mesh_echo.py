@@ -5,7 +5,8 @@ reaches it.
 answers after ``seconds`` (header, default 30); and ``mesh.once`` (not safe to retry), which prints
 ``mesh.once ran <mark>`` and answers after ``seconds`` (default 0). ``caller`` serves nothing itself;
 its ``GET /call/{route}`` sends one request through the mesh with ``PostOffice.request(route,
-timeout=...)`` and reports the outcome as JSON: ``{status, body | error, elapsed}`` (408 for a timeout, the AppError's status for a bus error).
+timeout=...)`` and reports the outcome as JSON: ``{status, body | error, elapsed}`` (408 for a timeout,
+the AppError's status for a bus error).
 
     meshkit run tests.apps.mesh_echo:callee --port P -Dcloud.connector=kafka ...
     meshkit run tests.apps.mesh_echo:caller --port Q -Dcloud.connector=kafka ...
