@@ -17,7 +17,16 @@ import pytest
 from meshkit.devbroker import DevBroker
 from tests.support.eventually import wait_until
 from tests.support.load import Load
-from tests.support.mesh_fixtures import CALLEE_APP, CALLER_APP, LAMBDA_APP, REST_APP, Mesh, Node, serves
+from tests.support.mesh_fixtures import (
+    CALLEE_APP,
+    CALLER_APP,
+    LAMBDA_APP,
+    REST_APP,
+    Mesh,
+    Node,
+    routes_of,
+    serves,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -51,7 +60,9 @@ def test_a_rolling_restart_of_every_instance_under_load_loses_no_request(mesh: M
         for old in list(current):
             new = mesh.app(LAMBDA_APP, DEFAULTS)
             wait_until(
-                lambda fresh=new: serves(rest, "hello.pojo", [fresh.origin]), timeout=10, what="the new one"
+                lambda fresh=new: fresh.origin in routes_of(rest).get("hello.pojo", {}),
+                timeout=10,
+                what="the new one at rest",
             )
             load.wait_for(50)
             signalled = time.monotonic()
@@ -95,6 +106,7 @@ def test_sigkill_with_a_route_not_safe_to_retry_fails_fast_and_never_runs_a_requ
     bodies = [o.text for o in load.outcomes]
     failed = [b for b in bodies if '"status":200' not in b]
     # the caller's /call answers 200 with the outcome inside: every failure is a fast 503, peer left
+    assert failed, "no request was in flight at the instance killed: the test proved nothing"
     for body in failed:
         assert '"status":503' in body and "left before replying" in body, body
     elapsed = [o.elapsed for o in load.outcomes if '"status":200' not in o.text]
