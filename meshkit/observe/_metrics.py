@@ -64,6 +64,11 @@ class MeshkitCollector(Collector):
         refused = CounterMetricFamily(
             "meshkit_refused", "Events refused with 503 because the queue was full", labels=["route"]
         )
+        expired = CounterMetricFamily(
+            "meshkit_expired",
+            "Events answered 408 and never run: their deadline passed before an instance was free",
+            labels=["route"],
+        )
         platform = self.platform
         for spec in platform.functions():
             pool = platform.pool(spec.route)
@@ -80,7 +85,22 @@ class MeshkitCollector(Collector):
             busy.add_metric(route, pool.busy)
             instances.add_metric(route, spec.instances)
             refused.add_metric(route, pool.refused)
-        yield from (requests, errors, latency, depth, busy, instances, refused)
+            expired.add_metric(route, pool.expired)
+        yield from (requests, errors, latency, depth, busy, instances, refused, expired)
+        yield CounterMetricFamily(
+            "meshkit_retries", "Requests sent again to another instance", value=platform.retries
+        )
+        yield CounterMetricFamily(
+            "meshkit_retries_refused",
+            "Retries the retry budget did not allow",
+            value=platform.retry_budget.refused,
+        )
+        yield CounterMetricFamily(
+            "meshkit_late_replies",
+            "Replies that came after their caller stopped waiting: dropped",
+            value=platform.late_replies,
+        )
+        yield GaugeMetricFamily("meshkit_draining", "1 while the app drains", value=int(platform.draining))
         if platform.remote is not None:
             counters = platform.remote.counters()
             records = CounterMetricFamily(
@@ -90,6 +110,11 @@ class MeshkitCollector(Collector):
             records.add_metric(["received"], counters.received)
             records.add_metric(["skipped"], counters.skipped)
             yield records
+            yield CounterMetricFamily(
+                "meshkit_outlier_ejections",
+                "Peers taken out of this app's rotation, failing or not answering",
+                value=counters.ejections,
+            )
             yield GaugeMetricFamily(
                 "meshkit_connector_pending_sends",
                 "Records handed to the connector and not yet acknowledged by the broker",

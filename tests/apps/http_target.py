@@ -73,6 +73,12 @@ async def record(body: Any) -> None:
     _recorded.append(body)
 
 
+@registry.route("test.time.left")
+async def time_left(body: Any) -> dict[str, float]:
+    """What is left of its deadline: seconds, as its own requests would get them."""
+    return {"left": PostOffice().time_left(3600)}
+
+
 @registry.route("test.recorded")
 async def recorded(body: Any) -> list[Any]:
     """What `test.record` and `test.slow` have recorded so far."""

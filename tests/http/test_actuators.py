@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meshkit import EventEnvelope, decode, encode
+from meshkit import EventEnvelope, create_app, decode, encode
 from tests.support.servers import UvicornProcess
 
 ORIGIN = re.compile(r"^\d{8}[0-9a-f]{32}$")
@@ -248,3 +248,17 @@ def test_a_mandatory_dependency_that_is_not_a_route_is_down_with_404() -> None:
         )
         assert health["upstream"][0]["status_code"] == 200
         assert http.get("/livenessprobe").status_code == 400
+
+
+async def test_health_is_down_while_the_app_drains_and_liveness_is_not() -> None:
+    app = create_app(name="draining-app", properties={"cloud.connector": "none", "drain.timeout": "1"})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://drain.test") as client:
+            assert (await client.get("/health")).status_code == 200
+            await app.state.platform.drain()
+            response = await client.get("/health")
+            assert response.status_code == 503
+            assert response.json()["status"] == "DOWN" and response.json()["draining"] is True
+            assert (await client.get("/livenessprobe")).status_code == 200
+            assert (await client.get("/info")).status_code == 200  # still serving

@@ -11,6 +11,7 @@ turns transport failures into ``AppError`` / ``TimeoutError`` like the in-memory
 from __future__ import annotations
 
 import asyncio
+import time
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -343,6 +344,18 @@ async def test_x_ttl_has_a_floor_of_1000_ms(http: aiohttp.ClientSession, server:
         http, server, encode(EventEnvelope("test.slow", headers={"seconds": "0.3"})), {"x-ttl": "10"}
     )
     assert (status, reply.body) == (200, "done")
+
+
+async def test_x_ttl_is_the_event_s_deadline_for_the_function_and_its_own_requests(
+    http: aiohttp.ClientSession, server: UvicornProcess
+) -> None:
+    status, reply = await post(http, server, encode(EventEnvelope("test.time.left")), {"x-ttl": "1500"})
+    assert status == 200 and 1.2 < reply.body["left"] <= 1.5, reply.body
+    # the envelope's own ttl (a meshkit caller's deadline), when it is the sooner, wins
+    event = EventEnvelope("test.time.left")
+    event.deadline = time.perf_counter() + 1.1
+    status, reply = await post(http, server, encode(event), {"x-ttl": "5000"})
+    assert status == 200 and 0.8 < reply.body["left"] <= 1.1, reply.body
 
 
 # --- 413 ----------------------------------------------------------------------------------------------------

@@ -204,3 +204,30 @@ async def test_the_presence_monitor_counts_its_connections() -> None:
                 return await connections() == 1
 
             await eventually(counted, what="the connection in /metrics", describe=monitor.log_tail)
+
+
+async def test_expired_events_late_replies_retries_and_ejections_are_counted() -> None:
+    registry = FunctionRegistry()
+    release = asyncio.Event()
+
+    @registry.route("one.at.a.time", instances=1)
+    async def single(body: Any) -> str:
+        await release.wait()
+        return "done"
+
+    async with running_platform(registry) as platform:
+        metrics = make_registry(platform)
+        po = PostOffice(platform)
+        first = asyncio.create_task(po.request("one.at.a.time", timeout=5))
+        await asyncio.sleep(0.01)
+        late = await po.request("one.at.a.time", timeout=0.05, timeout_as_reply=True)  # expires queued
+        assert late.status == 408
+        release.set()
+        await first
+        await asyncio.sleep(0.01)
+        scrape = samples(generate_latest(metrics).decode())
+    assert value(scrape, "meshkit_expired_total", route="one.at.a.time") == 1
+    assert value(scrape, "meshkit_late_replies_total") == 1  # the 408 it answered, after the caller gave up
+    assert value(scrape, "meshkit_retries_total") == 0
+    assert value(scrape, "meshkit_retries_refused_total") == 0
+    assert value(scrape, "meshkit_draining") == 0
