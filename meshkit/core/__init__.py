@@ -21,6 +21,7 @@ from meshkit.core._codec import (
 from meshkit.core._context import EventContext, current_event, current_span, running_deadline, stamp
 from meshkit.core._envelope import FIELDS, EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
+from meshkit.core._failover import PEER_LOST, STALLED
 from meshkit.core._functions import (
     FunctionRegistry,
     FunctionSpec,
@@ -31,8 +32,6 @@ from meshkit.core._functions import (
     validate_route_name,
 )
 from meshkit.core._platform import (
-    PEER_LOST,
-    STALLED,
     Platform,
     RouteListener,
     current_platform,

@@ -13,8 +13,10 @@ from typing import Protocol
 from meshkit.config import AppConfig
 from meshkit.core._address import Address
 from meshkit.core._context import PROCESS, current_event
+from meshkit.core._drain import DEFAULT_DRAIN_TIMEOUT, Drain
 from meshkit.core._envelope import EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
+from meshkit.core._failover import PEER_LOST, STALLED, Failover
 from meshkit.core._functions import FunctionSpec, Handler, default_registry, make_spec
 from meshkit.core._pool import FunctionPool
 from meshkit.core._retry import RetryPolicy, budget_from_config
@@ -30,11 +32,6 @@ def new_origin() -> str:
 
 _current: Platform | None = None
 _running: dict[str, Platform] = {}  # started and not stopped, by origin
-
-# what a reply the platform makes up for a remote request says in `exception`
-PEER_LOST = "PeerLost"  # its instance left or died before replying
-STALLED = "Stalled"  # its instance was taken out of rotation, hung or failing, with the request unanswered
-DEFAULT_DRAIN_TIMEOUT = 20.0  # within Kubernetes' default grace of 30 s, with time left to stop
 
 
 def running_platforms() -> list[Platform]:
@@ -97,11 +94,11 @@ class Platform:
         self._replaced: list[FunctionPool] = []  # pools replace() took a route from: they finish their events
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self._drain_hooks: list[Callable[[float], Awaitable[None]]] = []
-        self._drain_task: asyncio.Task[None] | None = None
+        self._drain: Drain | None = None
         self.draining = False
         self.retry = RetryPolicy.from_config(self.config)
         self.retry_budget = budget_from_config(self.config)
-        self.retries = 0  # requests sent again to another instance
+        self._failover = Failover(self._pending, self._deadlines, self.retry, self.retry_budget)
         self.late_replies = 0  # replies that came after their caller stopped waiting: dropped
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -162,7 +159,12 @@ class Platform:
             _current = None
         _running.pop(self.origin, None)
         self._loop = None
-        self._drain_task = None
+        self._drain = None
+
+    @property
+    def retries(self) -> int:
+        """Requests sent again to another instance."""
+        return self._failover.retries
 
     # -- draining ----------------------------------------------------------------------------------------
     def on_drain(self, hook: Callable[[float], Awaitable[None]]) -> None:
@@ -181,43 +183,17 @@ class Platform:
         """
         if self._loop is None:
             return
-        if self._drain_task is None:
+        if self._drain is None:
             if timeout is None:
                 timeout = self.config.get_float("drain.timeout", DEFAULT_DRAIN_TIMEOUT)
             self.draining = True
-            self._drain_task = self._loop.create_task(self._drain(timeout), name="meshkit:drain")
-        task = self._drain_task
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.cancelled():  # our caller was cancelled, not the drain
-                raise
+            self._drain = Drain(self.name, self._drain_hooks, self.in_flight, timeout)
+        await self._drain.wait()
 
     def abandon_drain(self) -> None:
         """Stop waiting for the drain (a second SIGINT): the platform may stop now."""
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-
-    async def _drain(self, timeout: float) -> None:
-        loop = self.loop
-        started = loop.time()
-        log.info("%s draining: finishing what is in flight (at most %g s)", self.name, timeout)
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(hook(started + timeout) for hook in self._drain_hooks))
-                while self.in_flight():  # noqa: ASYNC110 (pools signal no "idle"; polled briefly, once)
-                    await asyncio.sleep(0.02)
-        except TimeoutError:
-            log.warning(
-                "%s drain.timeout of %g s passed with %d events in flight",
-                self.name,
-                timeout,
-                self.in_flight(),
-            )
-        except Exception:
-            log.exception("%s drain failed", self.name)
-        else:
-            log.info("%s drained in %.2f s", self.name, loop.time() - started)
+        if self._drain is not None:
+            self._drain.abandon()
 
     # -- functions ---------------------------------------------------------------------------------------
     def register(
@@ -416,7 +392,7 @@ class Platform:
             reply = await future
             target = self._targets.get(cid)
             if target is not None:  # it went to another app
-                reply = await self._settle(event, cid, target, reply, idempotent, started)
+                reply = await self._failover.settle(self, event, cid, target, reply, idempotent, started)
         except TimeoutError:
             target = self._targets.get(cid)
             if target is not None and self.remote is not None:
@@ -430,89 +406,6 @@ class Platform:
         reply.round_trip = (time.perf_counter() - started) * 1000
         reply.cid = caller_cid
         return reply
-
-    async def _settle(
-        self,
-        event: EventEnvelope,
-        cid: str,
-        target: str,
-        reply: EventEnvelope,
-        idempotent: bool | None,
-        sent_at: float,
-    ) -> EventEnvelope:
-        """The reply of a request to another app, told to its outlier detection; when the instance left,
-        died, could not be reached, refused for overload or stalled, the request goes again to another
-        instance, if it is safe to retry, within its deadline, the retry attempts and the retry budget."""
-        remote = self.remote
-        failed: set[str] = set()
-        retries = 0
-        while True:
-            made_up = reply.exception == PEER_LOST or reply.exception == STALLED
-            if remote is not None and not made_up:
-                remote.outcome(target, reply.status, time.perf_counter() - sent_at)
-            if reply.status != 503:
-                return reply
-            stalled = reply.exception == STALLED
-            next_target = None
-            if remote is not None and retries < self.retry.attempts and self._retryable(event, idempotent):
-                failed.add(target)
-                next_target = await self._next_target(remote, event, cid, failed, retries)
-            if next_target is not None and not self.retry_budget.withdraw(self.loop.time()):
-                log.debug("Retry of %s to %s refused by the retry budget", cid, event.to)
-                next_target = None
-            if next_target is None:
-                if stalled:  # not sent again: the instance may still answer it, within the deadline
-                    reply = await self._rearm(cid, event)
-                    continue
-                return reply
-            retries += 1
-            self.retries += 1
-            log.debug("Request %s to %s sent again to %s: %s", cid, event.to, next_target, reply.body)
-            future: asyncio.Future[EventEnvelope] = self.loop.create_future()
-            self._pending[cid] = future
-            try:
-                remote.send(next_target, event)  # type: ignore[union-attr]
-            except AppError as exc:
-                self._pending.pop(cid, None)
-                reply = EventEnvelope(self.inbox, exc.message, status=503, cid=cid, exception=PEER_LOST)
-                target = next_target
-                continue
-            target, sent_at = next_target, time.perf_counter()
-            reply = await future
-
-    def _retryable(self, event: EventEnvelope, idempotent: bool | None) -> bool:
-        route = event.to or ""
-        if "@" in route:  # addressed to one instance: there is no other to send it to
-            return False
-        if idempotent is not None:
-            return idempotent
-        return self.remote is not None and self.remote.retryable(route)
-
-    async def _next_target(
-        self, remote: RemoteRouter, event: EventEnvelope, cid: str, failed: set[str], retries: int
-    ) -> str | None:
-        """Another instance for a retry; with none, one after a backoff (a newcomer, or a failed one
-        again), while the deadline allows."""
-        route = event.to or ""
-        target = remote.pick(route, frozenset(failed))
-        if target is not None:
-            return target
-        left = event.time_left()
-        delay = self.retry.delay(retries)
-        if left is None or left <= delay + 0.002:
-            return None
-        await asyncio.sleep(delay)
-        if cid not in self._deadlines:  # the deadline passed meanwhile
-            raise TimeoutError(f"Route {route} timeout while waiting to send it again")
-        return remote.pick(route)
-
-    async def _rearm(self, cid: str, event: EventEnvelope) -> EventEnvelope:
-        """Wait again for the reply of a request that is still out there."""
-        if cid not in self._deadlines:
-            raise TimeoutError(f"Route {event.to} timeout")
-        future: asyncio.Future[EventEnvelope] = self.loop.create_future()
-        self._pending[cid] = future
-        return await future
 
     def note_target(self, event: EventEnvelope, origin: str) -> None:
         """Remember where a pending request of ours went, so it can fail at once if that app leaves."""
