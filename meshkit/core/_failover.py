@@ -62,7 +62,7 @@ class Failover:
         while True:
             made_up = reply.exception == PEER_LOST or reply.exception == STALLED
             if remote is not None and not made_up:
-                remote.outcome(target, reply.status, time.perf_counter() - sent_at)
+                remote.outcome(target, event.to or "", reply.status, time.perf_counter() - sent_at)
             if reply.status != 503:
                 return reply
             stalled = reply.exception == STALLED

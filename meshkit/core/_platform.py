@@ -396,7 +396,7 @@ class Platform:
         except TimeoutError:
             target = self._targets.get(cid)
             if target is not None and self.remote is not None:
-                self.remote.outcome(target, None, time.perf_counter() - started)
+                self.remote.outcome(target, event.to or "", None, time.perf_counter() - started)
             raise
         finally:
             self._pending.pop(cid, None)

@@ -35,9 +35,9 @@ class RemoteRouter(Protocol):
     def retryable(self, route: str) -> bool:
         """Whether the route's owner declared it safe to send twice (`idempotent=True`)."""
 
-    def outcome(self, origin: str, status: int | None, elapsed: float) -> None:
-        """A request of ours to `origin` was answered with `status` (None: it timed out) after `elapsed`
-        seconds: what outlier detection learns from."""
+    def outcome(self, origin: str, route: str, status: int | None, elapsed: float) -> None:
+        """A request of ours to `route` at `origin` was answered with `status` (None: it timed out) after
+        `elapsed` seconds: what outlier detection learns from."""
 
     def origins(self, route: str) -> list[str]:
         """Every origin serving `route`."""

@@ -71,11 +71,11 @@ class MeshRouter:
             raise AppError(404, f"Origin {origin} is not reachable")
         self.transport.send_event(topic, origin, event, batch=peer is not None and peer.batches)
         if event.reply_to == self.bus.inbox and event.cid is not None:  # a request of ours
-            self.outliers.sent(origin, self._now())
+            self.outliers.sent(origin, event.to or "", self._now())
         self.bus.note_target(event, origin)
 
-    def outcome(self, origin: str, status: int | None, elapsed: float) -> None:
-        self.outliers.answered(origin, status, elapsed, self._now())
+    def outcome(self, origin: str, route: str, status: int | None, elapsed: float) -> None:
+        self.outliers.answered(origin, route, status, elapsed, self._now())
 
     def forget(self, origin: str) -> None:
         self.outliers.forget(origin)

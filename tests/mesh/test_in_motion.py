@@ -179,6 +179,8 @@ async def test_a_hung_instance_is_ejected_and_safe_requests_go_to_the_other() ->
     properties = {"outlier.stall": "0.2", "outlier.ejection": "5"}
     async with TestMesh(properties) as mesh:
         caller, a, b = await two_instances(mesh, idempotent=True)
+        for n in range(10):  # the caller learns the route's usual latency
+            await PostOffice(caller).request("svc.work", n, timeout=5)
         hang = asyncio.Event()
 
         async def hung(headers: dict[str, str], body: Any) -> Any:
