@@ -11,8 +11,8 @@ turns transport failures into ``AppError`` / ``TimeoutError`` like the in-memory
 from __future__ import annotations
 
 import asyncio
-import time
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
