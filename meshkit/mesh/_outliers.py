@@ -9,7 +9,9 @@ presence monitor would drop a hung app (`presence.timeout`, 8 s):
   instance at once. A route with no answer seen yet counts as `outlier.stall.unknown` (5 s) slow, so a slow
   route's first calls do not look like a hang.
 An ejected peer is out of rotation for `outlier.ejection` (1 s) times 2^(ejections - 1), at most
-`outlier.ejection.max` (30 s), then back in it; each success earns one ejection back. A route whose every
+`outlier.ejection.max` (30 s); then it is on probation, given one request at a time until one succeeds
+(a peer still hung costs one request per ejection, not one per caller's worker), and back in rotation
+after that; each success earns one ejection back. A route whose every
 instance is ejected still uses them: ejection only steers, it never leaves a route with nowhere to go.
 """
 
@@ -50,7 +52,8 @@ class OutlierDetector:
         self.ejection = ejection
         self.ejection_max = ejection_max
         self._peers: dict[str, _Record] = {}
-        self.ejected: dict[str, float] = {}  # origin -> back in rotation at (loop time)
+        self.ejected: dict[str, float] = {}  # origin -> on probation from (loop time)
+        self.probation: set[str] = set()  # given one request at a time until one succeeds
         self.ejections = 0  # in all, for /metrics
 
     @classmethod
@@ -64,13 +67,17 @@ class OutlierDetector:
         )
 
     def is_ejected(self, origin: str, now: float) -> bool:
+        """Whether `origin` is out of rotation now (on probation: while its one request is pending)."""
         until = self.ejected.get(origin)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self.ejected[origin]
-        log.info("Peer %s back in rotation", origin)
+        if until is not None:
+            if now < until:
+                return True
+            del self.ejected[origin]
+            self.probation.add(origin)
+            log.info("Peer %s on probation: one request at a time until one succeeds", origin)
+        if origin in self.probation:
+            record = self._peers.get(origin)
+            return record is not None and record.in_flight > 0
         return False
 
     def sent(self, origin: str, route: str, now: float) -> None:
@@ -98,6 +105,9 @@ class OutlierDetector:
             self._latency[route] = elapsed if known is None else 0.9 * known + 0.1 * elapsed
         if status is not None and status < 500 and status != 408:  # 408: it was too slow to run it
             record.failures = 0
+            if origin in self.probation:
+                self.probation.discard(origin)
+                log.info("Peer %s back in rotation", origin)
             if record.ejections and origin not in self.ejected:
                 record.ejections -= 1
             return False
@@ -127,6 +137,7 @@ class OutlierDetector:
         return self.stall_unknown if known is None else max(self.stall, 10 * known)
 
     def _eject(self, origin: str, record: _Record, now: float, reason: str) -> None:
+        self.probation.discard(origin)
         record.ejections += 1
         record.failures = 0
         interval = min(self.ejection_max, self.ejection * 2 ** (record.ejections - 1))
@@ -138,6 +149,7 @@ class OutlierDetector:
         """The peer left the mesh."""
         self._peers.pop(origin, None)
         self.ejected.pop(origin, None)
+        self.probation.discard(origin)
 
     @property
     def watching(self) -> bool:

@@ -47,7 +47,10 @@ class MeshRouter:
 
     def pick(self, route: str, avoid: frozenset[str] = frozenset()) -> str | None:
         origin = self.table.pick(route)
-        if origin is None or (not avoid and not self.table.draining and not self.outliers.ejected):
+        outliers = self.outliers
+        if origin is None or (
+            not avoid and not self.table.draining and not outliers.ejected and not outliers.probation
+        ):
             return origin  # the usual case: every peer in rotation
         now = self._now()
         origins = [o for o in self.table.origins(route) if o not in avoid]

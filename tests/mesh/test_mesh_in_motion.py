@@ -136,5 +136,6 @@ def test_a_hung_instance_costs_a_bounded_number_of_requests_then_none(mesh: Mesh
     slow = [o for o in load.outcomes if o.at >= stopped + 1.5 and o.elapsed > 1.0]
     print(report("sigstop", load, stopped) + f"; {len(slow)} slow after ejection")
     assert len(during) <= 8, report("sigstop", load, stopped)  # at most what was in flight
-    assert after_ejection == [] and slow == [], report("sigstop", load, stopped + 1.5)
+    assert after_ejection == [], report("sigstop", load, stopped + 1.5)
+    assert len(slow) <= 3, slow  # a probe per ejection (1 s, 2 s, ...) while it stays hung
     assert "out of rotation" in rest.log()

@@ -26,7 +26,7 @@ def test_each_ejection_lasts_twice_as_long_up_to_the_cap() -> None:
         intervals.append(detector.ejected["a"] - now)
         now = detector.ejected["a"] + 0.001
         assert not detector.is_ejected("a", now)
-    assert intervals == [1.0, 2.0, 3.0, 3.0]
+    assert intervals == [1.0, 2.0, 3.0, 3.0]  # failing while on probation: out again, for longer
     assert detector.ejections == 4
 
 
@@ -59,3 +59,17 @@ def test_a_peer_that_left_is_forgotten() -> None:
     detector.answered("a", "r.x", 500, 0.01, 0.0)
     detector.forget("a")
     assert not detector.is_ejected("a", 0.1) and not detector.watching
+
+
+def test_after_an_ejection_a_peer_gets_one_request_at_a_time_until_one_succeeds() -> None:
+    detector = OutlierDetector(failures=1, ejection=1.0)
+    detector.sent("a", "r.x", 0.0)
+    detector.answered("a", "r.x", 503, 0.01, 0.0)
+    assert detector.is_ejected("a", 0.5)
+    assert not detector.is_ejected("a", 1.5)  # on probation: free for one request
+    detector.sent("a", "r.x", 1.5)
+    assert detector.is_ejected("a", 1.6)  # its probe is pending: no second one
+    detector.answered("a", "r.x", 200, 0.01, 1.6)
+    assert not detector.probation and not detector.is_ejected("a", 1.7)
+    detector.sent("a", "r.x", 1.7)
+    assert not detector.is_ejected("a", 1.8)  # back in rotation: several at once again
