@@ -32,6 +32,7 @@ log = logging.getLogger("meshkit.worker")
 Deliver = Callable[[EventEnvelope], None]  # sends a reply on its way (the platform's deliver_reply)
 
 _PLAIN = (str, int, float, bool, bytes, type(None), dict, list)
+_DONE = object()  # a coroutine that finished in its first step
 
 
 class _Resume:
@@ -288,7 +289,18 @@ class FunctionPool:
             span = self._tracer.begin(self.spec.route, event, arrived or started)
         try:
             if self.spec.is_async:
-                result = await self._invoke_async(event, instance)
+                # driven step by step, so that each step runs with its event's deadline (INLINE)
+                step_deadline = NO_DEADLINE if deadline is None else deadline
+                coro = self._invoke_async(event, instance)
+                outer, INLINE.deadline = INLINE.deadline, step_deadline
+                try:
+                    first = coro.send(None)
+                except StopIteration as stop:
+                    first, result = _DONE, stop.value
+                finally:
+                    INLINE.deadline = outer  # before this task waits: other tasks run meanwhile
+                if first is not _DONE:
+                    result = await _Resume(coro, first, step_deadline)
             else:
                 args = self._arguments(event, instance)
                 context = contextvars.copy_context()

@@ -44,15 +44,14 @@ class PostOffice:
 
     def time_left(self, timeout: float) -> float:
         """`timeout`, or less: what is left of the running event's deadline (0 or less: it passed)."""
-        inline = INLINE.deadline  # a handler's step driven by its pool: that event's deadline
-        if inline is not None:
-            deadline = None if inline == NO_DEADLINE else inline
-        else:
+        # a handler's step driven by its pool: that event's deadline; else (a plain `def` handler's thread)
+        # the one read when this PostOffice was made
+        deadline = INLINE.deadline
+        if deadline is None:
             deadline = self._deadline
             if deadline is None:
-                context = current_event.get()
-                deadline = context.deadline if context is not None else None
-        if deadline is None:
+                return timeout
+        elif deadline == NO_DEADLINE:
             return timeout
         left = deadline - time.perf_counter()
         return left if left < timeout else timeout
@@ -112,7 +111,8 @@ class PostOffice:
         declared it with `@route(..., idempotent=...)`).
         """
         event = self._event(to, body, headers)
-        timeout = self.time_left(timeout)
+        if INLINE.deadline is not None or self._deadline is not None:  # inside a function
+            timeout = self.time_left(timeout)
         if timeout <= 0:
             message = f"Route {event.to}: the caller's deadline passed before the request was sent"
             if timeout_as_reply:

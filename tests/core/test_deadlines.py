@@ -144,3 +144,28 @@ def test_a_ttl_out_of_range_is_clamped(ttl: int, left: float) -> None:
     event = decode(msgpack.packb({"id": "x", "to": "hello.world", "ttl": ttl}))
     remaining = event.time_left()
     assert remaining is not None and abs(remaining - left) < 0.5
+
+
+async def test_a_waiting_handler_s_deadline_never_leaks_to_other_tasks() -> None:
+    registry = FunctionRegistry()
+    gates = [asyncio.Event(), asyncio.Event()]
+
+    @registry.route("leak.wait", instances=1)
+    async def wait(body: int) -> int:
+        await gates[body].wait()
+        return body
+
+    async with running_platform(registry) as platform:
+        po = PostOffice(platform)
+        first = asyncio.create_task(po.request("leak.wait", 0, timeout=2))  # runs inline, then waits
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(po.request("leak.wait", 1, timeout=2))  # queued: a task of its own
+        await asyncio.sleep(0.01)
+        assert po.time_left(60) == 60
+        gates[0].set()
+        assert (await first).body == 0
+        await asyncio.sleep(0.01)  # the second runs now, in its task, and waits
+        assert platform.pool("leak.wait").busy == 1  # type: ignore[union-attr]
+        assert po.time_left(60) == 60  # out here, nobody's deadline applies
+        gates[1].set()
+        assert (await second).body == 1
