@@ -71,7 +71,8 @@ demo-up: $(STAMP)
 demo-down:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/demo.py down
 
-# Benchmarks beside their floors, same run (BENCH.md); ARGS="--json" for one JSON object per line.
+# Benchmarks beside their floors, same run (BENCH.md), then the requests lost in a rolling restart under
+# load (bench/rolling.py); ARGS="--json" for one JSON object per line.
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 

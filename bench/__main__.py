@@ -1,11 +1,16 @@
-"""`python -m bench [--json] [--only inprocess,http,mesh] [--payloads 200,10240,204800] [--repeat 3]
-[--loop uvloop|asyncio]`"""
+"""`python -m bench [--json] [--only inprocess,http,mesh,rolling] [--payloads 200,10240,204800] [--repeat 3]
+[--loop uvloop|asyncio]`
+
+"rolling" is `python -m bench.rolling` with its defaults (requests lost in a rolling restart under load);
+run it alone for its own options.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
 
 from bench import inprocess
 from bench.common import LOOPS, Figure, report, run_async, use_loop
@@ -14,17 +19,21 @@ from bench.common import LOOPS, Figure, report, run_async, use_loop
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--json", action="store_true", help="one JSON object per line (BENCH.md)")
-    parser.add_argument("--only", default="inprocess,http,mesh", help="comma list of: inprocess, http, mesh")
+    parser.add_argument(
+        "--only", default="inprocess,http,mesh,rolling", help="comma list of: inprocess, http, mesh, rolling"
+    )
     parser.add_argument("--payloads", default="200,10240,204800", help="mesh payload sizes in bytes")
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each mesh and http figure and its floor (medians)"
     )
-    parser.add_argument("--bootstrap", help="mesh figures on this Kafka cluster, not fresh Tansu")
+    parser.add_argument("--bootstrap", help="mesh and rolling figures on this Kafka cluster, not fresh Tansu")
     parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the callers' loop (floors' too)")
     args = parser.parse_args(argv)
     use_loop(args.loop)
     figures: list[Figure] = []
     extra: dict[str, float] = {}
+    rolling_rows: list[dict[str, Any]] = []
+    failed = False
     for part in args.only.split(","):
         if part == "inprocess":
             figures += run_async(inprocess.run())
@@ -38,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
             payloads = tuple(int(p) for p in args.payloads.split(","))
             mesh_figures, extra = mesh.run(payloads, args.repeat, args.bootstrap)
             figures += mesh_figures
+        elif part == "rolling":
+            from bench import rolling
+
+            try:
+                rolling_rows = rolling.run(bootstrap=args.bootstrap)
+            except rolling.BenchError as exc:  # the other figures are still reported
+                print(f"rolling restart benchmark failed: {exc}", file=sys.stderr)
+                failed = True
         else:
             parser.error(f"unknown benchmark {part!r}")
     report(figures, args.json)
@@ -47,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.json
             else "\n".join(f"{k}: {v}" for k, v in extra.items())
         )
-    return 0
+    if rolling_rows:
+        from bench import rolling
+
+        rolling.report(rolling_rows, args.json)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ class Figure:
     rps_ratio: float | None = None
     runs: int = 1  # the figures are the medians of this many runs
     rps_range: tuple[float, float] | None = None  # the lowest and highest req/s of those runs
+    # requests without a reply in time, in all those runs (None: a path that raises on one instead)
+    lost: int | None = None
 
     def against(self, floor: Figure) -> Figure:
         self.floor = floor.name
@@ -86,6 +88,7 @@ def median_of(runs: Sequence[Figure]) -> Figure:
         rps_at_64=round(statistics.median(rps), 1),
         runs=len(runs),
         rps_range=(min(rps), max(rps)),
+        lost=None if all(run.lost is None for run in runs) else sum(run.lost or 0 for run in runs),
     )
 
 
@@ -128,4 +131,6 @@ def report(figures: list[Figure], as_json: bool) -> None:
         ratios = f"{f.p50_ratio:>7.2f} {f.rps_ratio:>7.2f}" if f.floor else f"{'floor':>7} {'':>7}"
         figures_text = f"{f.p50_ms:>9.4f} {f.p99_ms:>9.4f} {f.rps_at_64:>10.0f}"
         spread = f"{f.runs}: {f.rps_range[0]:.0f}-{f.rps_range[1]:.0f}" if f.rps_range else ""
+        if f.lost:
+            spread += f"  lost {f.lost}"
         print(f"{f.name:<34} {f.payload_bytes:>8} {figures_text} {ratios}  {spread}")
