@@ -392,7 +392,10 @@ class Platform:
             reply = await future
             target = self._targets.get(cid)
             if target is not None:  # it went to another app
-                reply = await self._failover.settle(self, event, cid, target, reply, idempotent, started)
+                if reply.status == 503:  # it left, died, was unreachable, refused or stalled: failover
+                    reply = await self._failover.settle(self, event, cid, target, reply, idempotent, started)
+                elif self.remote is not None:  # the usual answer: no coroutine for it
+                    self.remote.outcome(target, event.to or "", reply.status, time.perf_counter() - started)
         except TimeoutError:
             target = self._targets.get(cid)
             if target is not None and self.remote is not None:
