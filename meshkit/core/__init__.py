@@ -18,10 +18,9 @@ from meshkit.core._codec import (
     pack,
     to_plain,
 )
-from meshkit.core._context import EventContext, current_event, current_span, running_deadline, stamp
+from meshkit.core._context import EventContext, current_event, current_span, stamp
 from meshkit.core._envelope import FIELDS, EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
-from meshkit.core._failover import PEER_LOST, STALLED
 from meshkit.core._functions import (
     FunctionRegistry,
     FunctionSpec,
@@ -47,8 +46,6 @@ from meshkit.core._time import elapsed_text, iso_utc_ms, utc_now_iso
 __all__ = [
     "FIELDS",
     "LATENCY_BUCKETS",
-    "PEER_LOST",
-    "STALLED",
     "Address",
     "AppError",
     "Buffer",
@@ -89,7 +86,6 @@ __all__ = [
     "new_origin",
     "pack",
     "route",
-    "running_deadline",
     "running_platforms",
     "stamp",
     "to_plain",

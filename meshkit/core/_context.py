@@ -62,15 +62,6 @@ INLINE = _Inline()
 NO_DEADLINE = float("inf")
 
 
-def running_deadline() -> float | None:
-    """When the caller of the handler running now stops waiting (perf_counter), or None."""
-    deadline = INLINE.deadline
-    if deadline is None:
-        context = current_event.get()
-        return context.deadline if context is not None else None
-    return None if deadline == NO_DEADLINE else deadline
-
-
 #: the span id of the running execution (or the caller's span at the HTTP edge): the parent of what it sends
 current_span: ContextVar[str | None] = ContextVar("meshkit_current_span", default=None)
 

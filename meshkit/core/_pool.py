@@ -318,8 +318,9 @@ class FunctionPool:
     def _expired(self, event: EventEnvelope, arrived: float) -> EventEnvelope | None:
         """An event whose caller stopped waiting before it could run: never run, answered 408, counted."""
         self.expired += 1
-        late = (time.perf_counter() - event.deadline) * 1000 if event.deadline is not None else 0.0
-        waited = (time.perf_counter() - arrived) * 1000
+        now = time.perf_counter()
+        late = (now - event.deadline) * 1000 if event.deadline is not None else 0.0
+        waited = (now - arrived) * 1000
         log.debug("%s expired %.0f ms before it could run (waited %.0f ms)", self.spec.route, late, waited)
         if event.reply_to is None:
             return None
