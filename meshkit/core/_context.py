@@ -49,7 +49,8 @@ class _Inline:
     A step of an async handler runs synchronously inside `coroutine.send()`, so the pool sets this around
     each step it drives: a plain attribute (~30 ns) instead of a context variable set and reset (~110 ns),
     on the hot path of every request. `None`: no pooled step is running (a plain `def` handler's PostOffice
-    read the deadline from its thread's context); `NO_DEADLINE`: one is, and its event has no deadline. Written and read only on the loop's thread.
+    read the deadline from its thread's context); `NO_DEADLINE`: one is, and its event has no deadline.
+    Written and read only on the loop's thread.
     """
 
     __slots__ = ("deadline",)
