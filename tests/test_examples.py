@@ -107,6 +107,15 @@ def test_the_mesh_path_without_a_connector_says_the_route_is_not_found(
     assert response.json() == {"detail": "Route hello.pojo not found"}
 
 
+def test_the_token_relay_without_a_connector_answers_404_before_any_event(
+    http: httpx.Client, rest: UvicornProcess
+) -> None:
+    response = http.get(rest.url + "/api/tokens/mesh", params={"text": "a b"})
+
+    assert response.status_code == 404
+    assert response.json() == {"type": "error", "status": 404, "message": "Route hello.tokens not found"}
+
+
 def test_the_rest_example_says_503_when_the_lambda_example_is_gone(http: httpx.Client) -> None:
     """A pair of its own: this test stops the lambda example. The REST call fails at once, and clearly."""
     with UvicornProcess(LAMBDA_APP) as lambda_example, rest_example(lambda_example) as rest:
@@ -132,6 +141,31 @@ def test_hello_world_echoes_headers_and_body(http: httpx.Client, lambda_example:
     assert reply.body["body"] == body
     assert 1 <= reply.body["instance"] <= 20
     assert reply.body["origin"] == origin_of(http, lambda_example)
+
+
+def test_hello_tokens_streams_the_words_over_event_over_http(
+    http: httpx.Client, lambda_example: UvicornProcess
+) -> None:
+    event = EventEnvelope("hello.tokens", {"text": "one  two three"})
+    headers = {"accept": "text/event-stream"}
+    response = http.post(lambda_example.event_url, content=encode(event), headers=headers)
+
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in response.text.split("\n\n") if f]
+    assert frames[0].startswith("event: envelope\ndata: ")  # the head carries the first word, as an envelope
+    assert frames[1:3] == ["data: two", "data: three"]
+    assert frames[3].startswith("event: envelope\ndata: ")  # the end
+    # without text/event-stream in Accept: the engines' 406
+    refused = http.post(lambda_example.event_url, content=encode(event))
+    assert refused.status_code == 406
+    assert (
+        decode(refused.content).body == "Streaming function requires a caller that accepts text/event-stream"
+    )
+    # a body without its text: 400, before any segment
+    bad = http.post(
+        lambda_example.event_url, content=encode(EventEnvelope("hello.tokens", {})), headers=headers
+    )
+    assert decode(bad.content).status == 400
 
 
 def test_hello_pojo_needs_an_integer_id_header(http: httpx.Client, lambda_example: UvicornProcess) -> None:
@@ -193,6 +227,6 @@ def test_both_examples_import_and_start_in_one_process_without_route_conflicts()
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
-        "lambda": {"name": "lambda-example", "routes": ["hello.pojo", "hello.world"]},
+        "lambda": {"name": "lambda-example", "routes": ["hello.pojo", "hello.tokens", "hello.world"]},
         "rest": {"name": "rest-example", "routes": ["hello.world"]},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,6 +22,10 @@ class PoJo(BaseModel):
     instance: int
     seq: int
     origin: str
+
+
+class Text(BaseModel):
+    text: str
 
 
 @route("hello.world", instances=20, idempotent=True)
@@ -48,3 +53,10 @@ async def hello_pojo(headers: dict[str, str], body: Any, instance: int) -> PoJo:
         seq=next(_sequence),
         origin=current_platform().origin,
     )
+
+
+@route("hello.tokens", instances=20)
+async def hello_tokens(body: Text) -> AsyncIterator[str]:
+    """A stream: the text's words, one segment each, then the end (as a language model streams tokens)."""
+    for word in body.text.split():
+        yield word

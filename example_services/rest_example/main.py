@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Response
 
 from meshkit import AppError, PostOffice, create_app, current_platform
+from meshkit.http import sse_response
 
 app = create_app(
     config_dir=Path(__file__).parent, personality="WEB", scan=["example_services.rest_example.functions"]
@@ -38,3 +39,10 @@ async def pojo_over_http(pojo_id: int) -> Any:
 async def pojo_over_mesh(pojo_id: int) -> Any:
     """hello.pojo wherever it runs in the mesh: same call, no address."""
     return await _pojo(pojo_id, None)
+
+
+@app.get("/api/tokens/mesh")
+async def tokens_over_mesh(text: str) -> Response:
+    """hello.tokens in the lambda example, through the mesh, relayed to the HTTP caller as Server-Sent
+    Events: one `data:` line per word, in order."""
+    return await sse_response(PostOffice().stream("hello.tokens", {"text": text}, timeout=5.0))

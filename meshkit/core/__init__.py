@@ -21,6 +21,7 @@ from meshkit.core._codec import (
 from meshkit.core._context import EventContext, current_event, current_span, stamp
 from meshkit.core._envelope import FIELDS, EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
+from meshkit.core._eventstream import EventStream, StreamData
 from meshkit.core._functions import (
     FunctionRegistry,
     FunctionSpec,
@@ -30,6 +31,21 @@ from meshkit.core._functions import (
     route,
     validate_route_name,
 )
+from meshkit.core._markers import (
+    DATA,
+    ENVELOPE,
+    EOF,
+    EXCEPTION,
+    STREAM_CALLER_REQUIRED,
+    TEXT_EVENT_STREAM,
+    X_EVENT_NAME,
+    X_EVENT_STREAM,
+    error_body,
+    error_message,
+    exception_segment,
+    stream_signal,
+)
+from meshkit.core._outlet import EventStreamWriter, StreamCancelled
 from meshkit.core._platform import (
     Platform,
     RouteListener,
@@ -44,8 +60,16 @@ from meshkit.core._stats import LATENCY_BUCKETS, RouteStats
 from meshkit.core._time import elapsed_text, iso_utc_ms, utc_now_iso
 
 __all__ = [
+    "DATA",
+    "ENVELOPE",
+    "EOF",
+    "EXCEPTION",
     "FIELDS",
     "LATENCY_BUCKETS",
+    "STREAM_CALLER_REQUIRED",
+    "TEXT_EVENT_STREAM",
+    "X_EVENT_NAME",
+    "X_EVENT_STREAM",
     "Address",
     "AppError",
     "Buffer",
@@ -53,6 +77,8 @@ __all__ = [
     "EventClient",
     "EventContext",
     "EventEnvelope",
+    "EventStream",
+    "EventStreamWriter",
     "FunctionPool",
     "FunctionRegistry",
     "FunctionSpec",
@@ -66,6 +92,8 @@ __all__ = [
     "RouteStats",
     "RoutingView",
     "Span",
+    "StreamCancelled",
+    "StreamData",
     "SyncPostOffice",
     "Tracer",
     "bin_header",
@@ -80,6 +108,9 @@ __all__ = [
     "encode_split",
     "envelope_from_map",
     "envelope_to_map",
+    "error_body",
+    "error_message",
+    "exception_segment",
     "iso_utc_ms",
     "make_spec",
     "new_event_id",
@@ -88,6 +119,7 @@ __all__ = [
     "route",
     "running_platforms",
     "stamp",
+    "stream_signal",
     "to_plain",
     "utc_now_iso",
     "validate_route_name",

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from meshkit.core._outlet import EventStreamWriter
+
 Handler = Callable[..., Any]
 
 _ROUTE_NAME = re.compile(r"^[a-z0-9_\-]+(\.[a-z0-9_\-]+)+$")
@@ -38,6 +40,8 @@ class FunctionSpec:
     body_model: type[BaseModel] | None
     max_queue: int | None = None  # events waiting beyond this are refused with 503 (None: `max.queue`)
     idempotent: bool = False  # safe to run twice: a caller may send a request again to another instance
+    streaming: bool = False  # answers with a stream of segments (an async generator, or a writer)
+    writer: str | None = None  # the keyword parameter that takes the EventStreamWriter, if any
 
     @property
     def module(self) -> str:
@@ -68,10 +72,12 @@ def make_spec(
         raise ValueError(f"max_queue for route '{route}' must be a non-negative integer, got {max_queue!r}")
     if not callable(handler):
         raise TypeError(f"handler for route '{route}' is not callable")
+    hints = _hints(handler)
+    writer = next((n for n, hint in hints.items() if n != "return" and _is_writer(hint)), None)
     params = [
         p
         for p in inspect.signature(handler).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != writer
     ]
     if not 1 <= len(params) <= 3:
         raise TypeError(
@@ -79,25 +85,44 @@ def make_spec(
             f"it takes {len(params)} positional parameters"
         )
     body_param = params[0] if len(params) == 1 else params[1]
+    generator = inspect.isasyncgenfunction(handler)
+    if generator and writer is not None:
+        raise TypeError(f"handler for route '{route}' yields its segments: it takes no EventStreamWriter")
+    if writer is not None and not inspect.iscoroutinefunction(handler):
+        raise TypeError(f"handler for route '{route}' takes an EventStreamWriter: it must be 'async def'")
+    if inspect.isgeneratorfunction(handler):
+        raise TypeError(
+            f"handler for route '{route}' is a plain generator: stream with 'async def' + 'yield'"
+        )
     return FunctionSpec(
         route=route,
         handler=handler,
         instances=instances,
         private=private,
-        is_async=inspect.iscoroutinefunction(handler),
+        is_async=generator or inspect.iscoroutinefunction(handler),
         arity=len(params),
-        body_model=_body_model(handler, body_param.name),
+        body_model=_body_model(hints.get(body_param.name)),
         max_queue=max_queue,
         idempotent=bool(idempotent),
+        streaming=generator or writer is not None,
+        writer=writer,
     )
 
 
-def _body_model(handler: Handler, param: str) -> type[BaseModel] | None:
+def _hints(handler: Handler) -> dict[str, Any]:
     try:
-        hints = typing.get_type_hints(handler)
-    except Exception:  # unresolvable forward references: treat the body as plain data
-        return None
-    hint = hints.get(param)
+        return typing.get_type_hints(handler)
+    except Exception:  # unresolvable forward references: read the annotations as written
+        return dict(getattr(handler, "__annotations__", {}) or {})
+
+
+def _is_writer(hint: object) -> bool:
+    if isinstance(hint, str):  # an annotation that could not be resolved: by its name
+        return hint == "EventStreamWriter" or hint.endswith(".EventStreamWriter")
+    return hint is EventStreamWriter
+
+
+def _body_model(hint: object) -> type[BaseModel] | None:
     if isinstance(hint, type) and issubclass(hint, BaseModel):
         return hint
     return None

@@ -16,11 +16,14 @@ from meshkit.core._context import PROCESS, current_event
 from meshkit.core._drain import DEFAULT_DRAIN_TIMEOUT, Drain
 from meshkit.core._envelope import EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
+from meshkit.core._eventstream import EventStream
 from meshkit.core._failover import PEER_LOST, STALLED, Failover
 from meshkit.core._functions import FunctionSpec, Handler, default_registry, make_spec
+from meshkit.core._outlet import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES
 from meshkit.core._pool import FunctionPool
 from meshkit.core._retry import RetryPolicy, budget_from_config
 from meshkit.core._seams import EventClient, RemoteRouter, Tracer
+from meshkit.core._streamhub import StreamHub
 
 log = logging.getLogger("meshkit.platform")
 
@@ -100,6 +103,9 @@ class Platform:
         self.retry_budget = budget_from_config(self.config)
         self._failover = Failover(self._pending, self._deadlines, self.retry, self.retry_budget)
         self.late_replies = 0  # replies that came after their caller stopped waiting: dropped
+        self.stream_window = max(1, self.config.get_int("stream.window", DEFAULT_WINDOW))
+        window_bytes = max(1, self.config.get_int("stream.window.bytes", DEFAULT_WINDOW_BYTES))
+        self.streams = StreamHub(self.inbox, self.dispatch, self._targets, window_bytes=window_bytes)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -149,6 +155,7 @@ class Platform:
             if not future.done():
                 future.set_exception(AppError(503, f"{self.name} is shutting down"))
         self._pending.clear()
+        self.streams.stop(f"{self.name} is shutting down")
         self._deadlines.clear()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
@@ -236,6 +243,7 @@ class Platform:
             tracer=self.tracer,
             owner=self,
             log_context=self.log_context,
+            streams=self.streams,
         )
 
     def _add(self, spec: FunctionSpec) -> None:
@@ -410,6 +418,15 @@ class Platform:
         reply.cid = caller_cid
         return reply
 
+    def stream(self, event: EventEnvelope, idle: float, *, external: bool = False) -> EventStream:
+        """Send `event` as a stream request and return its stream (`idle`: the allowance between segments,
+        in seconds); `external`: from outside the process (private functions refuse it)."""
+
+        def submit(request: EventEnvelope) -> None:
+            self.dispatch(request, external=external)
+
+        return self.streams.open(event, idle, self.stream_window, submit)
+
     def note_target(self, event: EventEnvelope, origin: str) -> None:
         """Remember where a pending request of ours went, so it can fail at once if that app leaves."""
         cid = event.cid
@@ -426,7 +443,9 @@ class Platform:
         exception = STALLED if stalled else PEER_LOST
         for cid in doomed:
             self.resolve_reply(EventEnvelope(self.inbox, message, status=503, cid=cid, exception=exception))
-        return len(doomed)
+        if stalled:  # a stream has its own idle allowance: an outlier's streams go on
+            return len(doomed)
+        return len(doomed) + self.streams.peer_gone(origin, message, PEER_LOST)
 
     # One timer for every pending request, not one each: cheaper than call_later + cancel per request.
     def _schedule_sweep(self, when: float) -> None:
@@ -453,6 +472,8 @@ class Platform:
         """Hand a reply to the request waiting for it (a late or unknown one is dropped)."""
         future = self._pending.pop(reply.cid, None) if reply.cid is not None else None
         if future is None:
+            if self.streams.arrive(reply):  # a stream's segment, credit or cancel
+                return
             self.late_replies += 1
             log.debug("Late or unknown reply %s from %s dropped", reply.cid, reply.sender)
         elif not future.done():

@@ -24,8 +24,12 @@ from meshkit.core._context import INLINE, NO_DEADLINE, PROCESS, EventContext, cu
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._functions import FunctionSpec
+from meshkit.core._markers import X_STREAM_IDLE, X_STREAM_WINDOW
+from meshkit.core._outlet import Outlet
+from meshkit.core._producer import refusal, run_stream, stream_terms
 from meshkit.core._seams import Span, Tracer
 from meshkit.core._stats import RouteStats
+from meshkit.core._streamhub import StreamHub
 
 log = logging.getLogger("meshkit.worker")
 
@@ -79,8 +83,10 @@ class FunctionPool:
         "_deliver",
         "_executor",
         "_free",
+        "_inline",
         "_log_context",
         "_owner",
+        "_streams",
         "_tasks",
         "_tracer",
         "busy",
@@ -101,10 +107,12 @@ class FunctionPool:
         tracer: Tracer | None = None,
         owner: object = None,
         log_context: bool = False,
+        streams: StreamHub | None = None,
     ) -> None:
         """`max_queue`: events waiting beyond it are refused; `tracer`: spans for traced events; `owner`: the
         platform an execution names in its context; `log_context`: every execution sets that context, even an
-        untraced inline one (log lines name its route)."""
+        untraced inline one (log lines name its route); `streams`: where a streaming function's outlets are
+        known (credit and cancel find them there)."""
         self.spec = spec
         self.busy = 0
         self.handled = 0
@@ -120,6 +128,8 @@ class FunctionPool:
         self._owner = owner
         self._context = EventContext(spec.route, None, None, owner)  # an untraced execution's, prebuilt
         self._log_context = log_context
+        self._streams = streams
+        self._inline = spec.is_async and not spec.streaming  # a stream always runs in a task of its own
         # a plain `def` handler gets threads of its own, as many as its instances, so it never blocks the loop
         self._executor = (
             None
@@ -152,7 +162,7 @@ class FunctionPool:
         if event.trace_id is not None:
             stamp(event)  # the sender's span and route, while its context is the current one
         if self.busy < self.spec.instances:
-            if inline and self.spec.is_async:
+            if inline and self._inline:
                 return self._run_inline(event)
             self._spawn(self._run(event, self._acquire()))
         elif len(self._backlog) < self.max_queue:
@@ -262,6 +272,9 @@ class FunctionPool:
         if spec.arity == 1:
             return (body,)
         headers = dict(event.headers)
+        if X_STREAM_WINDOW in headers:  # a stream request to a function that answers once: not its business
+            del headers[X_STREAM_WINDOW]
+            headers.pop(X_STREAM_IDLE, None)
         headers["my_route"] = spec.route
         if event.trace_id is not None:
             headers["my_trace_id"] = event.trace_id
@@ -275,6 +288,8 @@ class FunctionPool:
     async def _execute(
         self, event: EventEnvelope, instance: int, arrived: float | None = None
     ) -> EventEnvelope | None:
+        if self.spec.streaming:
+            return await self._stream(event, instance, arrived)
         started = time.perf_counter()
         deadline = event.deadline
         if deadline is not None and started > deadline:
@@ -314,6 +329,46 @@ class FunctionPool:
                 if span is not None:
                     span.detach()
         return self._reply(event, started, 200, result, None, span)
+
+    async def _stream(
+        self, event: EventEnvelope, instance: int, arrived: float | None
+    ) -> EventEnvelope | None:
+        """Run a streaming function: its segments go to the caller as they come, within its window."""
+        started = time.perf_counter()
+        if event.deadline is not None and started > event.deadline:
+            return self._expired(event, arrived or started)
+        terms = stream_terms(event)
+        hub = self._streams
+        if terms is None or hub is None:  # asked for one reply: the engines' 406, and it never runs
+            return self._reply(event, started, 406, refusal(self.spec.route), "StreamRequired")
+        window, idle = terms
+        try:
+            arguments = self._arguments(event, instance)
+        except Exception as exc:  # a body its model refuses: one error reply, before any segment
+            return self._reply(event, started, *self._failure(event, exc))
+        outlet = Outlet(
+            hub.send, event, self.spec.route, window=window, window_bytes=hub.window_bytes, idle=idle
+        )
+        hub.add_outlet(outlet)
+        token = current_event.set(
+            EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner)
+        )
+        span: Span | None = None
+        if event.trace_id is not None and self._tracer is not None:
+            span = self._tracer.begin(self.spec.route, event, arrived or started)
+        try:
+            status, error = await run_stream(self.spec, arguments, outlet, self._failure, event)
+        finally:
+            hub.remove_outlet(outlet)
+            current_event.reset(token)
+            if span is not None:
+                span.detach()
+        elapsed = time.perf_counter() - started
+        self.stats.observe(elapsed, status)
+        self.stats.streamed(outlet.segments, outlet.bytes)
+        if span is not None:
+            span.end(status, elapsed, error, segments=outlet.segments, size=outlet.bytes)
+        return None
 
     def _expired(self, event: EventEnvelope, arrived: float) -> EventEnvelope | None:
         """An event whose caller stopped waiting before it could run: never run, answered 408, counted."""

@@ -11,6 +11,7 @@ from meshkit.core._address import Address
 from meshkit.core._context import INLINE, NO_DEADLINE, current_event
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
+from meshkit.core._eventstream import EventStream
 from meshkit.core._platform import Platform, current_platform
 
 T = TypeVar("T")
@@ -134,6 +135,41 @@ class PostOffice:
             if timeout_as_reply:
                 return EventEnvelope(status=408, body=str(exc), cid=event.cid, sender=event.to)
             raise
+
+    def stream(
+        self,
+        to: str | EventEnvelope,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+        endpoint: str | None = None,
+    ) -> EventStream:
+        """Call a streaming function and read its segments as they come::
+
+            async for segment in po.stream("llm.tokens", {"text": prompt}):
+                print(segment.body)        # data segments, then one EOF or EXCEPTION segment
+
+        The same call in process, across the mesh and, with `endpoint`, over Event over HTTP. `timeout` is
+        the idle allowance between segments (inside a function, at most what is left of its deadline for the
+        first): none within it ends the stream in-band with a 408 EXCEPTION. A producer's error ends it
+        in-band with its status; so does an unknown route, as the stream's one envelope. Stopping early
+        (`break`, `aclose()`, `async with`, cancellation) stops the producer. A function that does not
+        stream yields its one reply. `stream.data()` gives the data alone, raising AppError on failure.
+        """
+        event = self._event(to, body, headers)
+        if INLINE.deadline is not None or self._deadline is not None:  # inside a function
+            timeout = self.time_left(timeout)
+        timeout = max(timeout, 0.001)
+        if endpoint is not None:
+            client = self._platform.event_client
+            if client is None:
+                raise RuntimeError(
+                    "Event over HTTP is not plugged into this platform: build the app with create_app or "
+                    "install (meshkit.http), or use meshkit.testing"
+                )
+            return client.stream(endpoint, event, timeout)
+        return self._platform.stream(event, timeout)
 
     async def request_all(
         self, events: Sequence[EventEnvelope | str], *, timeout: float = 10.0

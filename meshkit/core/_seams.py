@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Protocol
 
 from meshkit.core._envelope import EventEnvelope
+from meshkit.core._eventstream import EventStream
 
 #: routes -> {origin: "name, PERSONALITY"}, and origin -> what is known of that app instance
 RoutingView = tuple[dict[str, dict[str, str]], dict[str, dict[str, Any]]]
@@ -82,8 +83,17 @@ class Span(Protocol):
     def detach(self) -> None:
         """The execution's own code is done with its context (what it spawned keeps a copy)."""
 
-    def end(self, status: int, elapsed: float, result: Any) -> None:
-        """The execution finished: its status, `elapsed` seconds of run time, the reply body."""
+    def end(
+        self,
+        status: int,
+        elapsed: float,
+        result: Any,
+        *,
+        segments: int | None = None,
+        size: int | None = None,
+    ) -> None:
+        """The execution finished: its status, `elapsed` seconds of run time, the reply body; a stream's
+        data `segments` and their `size` in bytes."""
 
 
 class Tracer(Protocol):
@@ -100,3 +110,7 @@ class EventClient(Protocol):
         self, endpoint: str, event: EventEnvelope, timeout: float, timeout_as_reply: bool
     ) -> EventEnvelope:
         """POST the event to `endpoint` and return the reply; AppError or TimeoutError like the bus."""
+
+    def stream(self, endpoint: str, event: EventEnvelope, idle: float) -> EventStream:
+        """POST the event to `endpoint` asking for a stream (Server-Sent Events); `idle`: the allowance
+        between segments. Failures arrive in-band, as the stream's last segment."""

@@ -1,4 +1,5 @@
-"""The FastAPI side: create_app / install, Event over HTTP (`/api/event` and its client), actuators, health.
+"""The FastAPI side: create_app / install, Event over HTTP (`/api/event` and its client, streams as SSE),
+actuators, health.
 
 This is where an app is assembled: the platform (meshkit.core), its observers (meshkit.observe), its
 connector (meshkit.connectors) and its membership of the mesh (meshkit.mesh).
@@ -9,6 +10,7 @@ from meshkit.http._app import create_app, equip, install, load_config
 from meshkit.http._client import EventOverHttp
 from meshkit.http._health import HealthMonitor
 from meshkit.http._server import event_router
+from meshkit.http._streaming import sse_response
 
 
 def serve(app: str, *, host: str, port: int, log_level: str = "info") -> None:
@@ -30,4 +32,5 @@ __all__ = [
     "load_config",
     "routing_table",
     "serve",
+    "sse_response",
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from meshkit.core import AppError, CodecError, EventEnvelope, Platform, decode, encode
+from meshkit.core import AppError, CodecError, EventEnvelope, EventStream, Platform, decode, encode
+from meshkit.http._reading import HttpStream
 from meshkit.observe import trace_headers
 from meshkit.security import MeshKeys
 
@@ -73,6 +74,14 @@ class EventOverHttp:
         if status != 200:
             raise AppError(status, reply.error_message())
         return reply
+
+    def stream(self, endpoint: str, event: EventEnvelope, idle: float) -> EventStream:
+        """Read a streaming function at a peer's /api/event (Server-Sent Events); the POST goes out on the
+        first read, and every failure arrives in-band as the stream's last segment."""
+        if event.sender is None:
+            event.sender = self._platform.name
+        limit = 2 * self._platform.config.get_int("max.event.size", 16 * 1024 * 1024)  # base64 and lines
+        return HttpStream(self._open(), endpoint, event, idle, limit)
 
 
 def _timed_out(event: EventEnvelope, message: str, as_reply: bool) -> EventEnvelope:

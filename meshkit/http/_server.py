@@ -1,4 +1,4 @@
-"""Event over HTTP, the callee's side: `POST /api/event` (docs/protocol/envelope.md)."""
+"""Event over HTTP, the callee's side: `POST /api/event` (docs/protocol/envelope.md; streams: streams.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 from fastapi import APIRouter, Request, Response
 
 from meshkit.core import (
+    STREAM_CALLER_REQUIRED,
+    TEXT_EVENT_STREAM,
     AppError,
     CodecError,
     EventEnvelope,
@@ -16,6 +18,7 @@ from meshkit.core import (
     encode,
     utc_now_iso,
 )
+from meshkit.http._streaming import relay, streams
 from meshkit.observe import trace_response_header
 from meshkit.security import KEY_HEADER, MeshKeys
 
@@ -64,6 +67,14 @@ def event_router(platform: Platform) -> APIRouter:
         edge = current_event.get()  # an X-Trace-Id / traceparent on the POST traces an untraced event
         if event.trace_id is None and edge is not None and edge.trace_id is not None:
             event.trace_id, event.trace_path = edge.trace_id, edge.trace_path
+        if streams(platform, event.to):
+            if TEXT_EVENT_STREAM not in request.headers.get("accept", ""):
+                return _refuse(406, STREAM_CALLER_REQUIRED, client)
+            answer = await relay(platform, event, ttl_ms / 1000)
+            if not isinstance(answer, EventEnvelope):
+                return trace_response_header(answer, event.trace_id)
+            answer.to = None  # refused before it streamed: the one reply, as for any function
+            return trace_response_header(_answer(200, answer), event.trace_id)
         try:
             if request.headers.get("x-async", "").lower() == "true":
                 platform.dispatch(event, external=True)

@@ -69,6 +69,17 @@ class MeshkitCollector(Collector):
             "Events answered 408 and never run: their deadline passed before an instance was free",
             labels=["route"],
         )
+        streams = CounterMetricFamily(
+            "meshkit_streams", "Streams a streaming function produced to their end", labels=["route"]
+        )
+        segments = CounterMetricFamily(
+            "meshkit_stream_segments", "Data segments a streaming function sent", labels=["route"]
+        )
+        segment_bytes = CounterMetricFamily(
+            "meshkit_stream_bytes",
+            "Bytes of data in the segments a streaming function sent",
+            labels=["route"],
+        )
         platform = self.platform
         for spec in platform.functions():
             pool = platform.pool(spec.route)
@@ -86,7 +97,16 @@ class MeshkitCollector(Collector):
             instances.add_metric(route, spec.instances)
             refused.add_metric(route, pool.refused)
             expired.add_metric(route, pool.expired)
+            if spec.streaming:
+                streams.add_metric(route, stats.streams)
+                segments.add_metric(route, stats.segments)
+                segment_bytes.add_metric(route, stats.segment_bytes)
         yield from (requests, errors, latency, depth, busy, instances, refused, expired)
+        yield from (streams, segments, segment_bytes)
+        open_streams = GaugeMetricFamily("meshkit_streams_open", "Streams in progress here", labels=["side"])
+        open_streams.add_metric(["producing"], len(platform.streams.outlets))
+        open_streams.add_metric(["reading"], len(platform.streams.readers))
+        yield open_streams
         yield CounterMetricFamily(
             "meshkit_retries", "Requests sent again to another instance", value=platform.retries
         )

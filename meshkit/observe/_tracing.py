@@ -91,9 +91,19 @@ class Span:
         if self.otel_token is not None:
             self.tracer.otel.detach(self.otel_token)  # type: ignore[union-attr]
 
-    def end(self, status: int, elapsed: float, result: Any) -> None:
-        """The execution finished: `elapsed` seconds of run time, `result` the reply body."""
-        self.tracer.record(self, status, elapsed, result if status >= 400 else None)
+    def end(
+        self,
+        status: int,
+        elapsed: float,
+        result: Any,
+        *,
+        segments: int | None = None,
+        size: int | None = None,
+    ) -> None:
+        """The execution finished: `elapsed` seconds of run time, `result` the reply body; a stream's data
+        `segments` and their `size` in bytes."""
+        stream = (segments, size or 0) if segments is not None else None
+        self.tracer.record(self, status, elapsed, result if status >= 400 else None, stream)
 
 
 class Tracer:
@@ -130,7 +140,9 @@ class Tracer:
         stamp(event)  # the inline path: the caller's context is still the current one
         return Span(self, route, event, event.span_id, arrived)
 
-    def record(self, span: Span, status: int, elapsed: float, error: Any) -> None:
+    def record(
+        self, span: Span, status: int, elapsed: float, error: Any, stream: tuple[int, int] | None = None
+    ) -> None:
         event = span.event
         now = time.perf_counter()
         record: dict[str, Any] = {
@@ -148,6 +160,8 @@ class Tracer:
             "span_id": span.span_id,
             "parent_span_id": span.parent,
         }
+        if stream is not None:  # one span per stream: what it sent
+            record["segments"], record["bytes"] = stream
         if error is not None:
             text = error if isinstance(error, str) else str(error)
             record["exception"] = text if len(text) <= 1000 else text[:1000] + "..."

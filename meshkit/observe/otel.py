@@ -173,6 +173,9 @@ class OtelBridge:
         status = int(record["status"])
         span.set_attribute("meshkit.status", status)
         span.set_attribute("meshkit.exec_time_ms", float(record["exec_time"]))
+        if "segments" in record:  # a stream's one span
+            span.set_attribute("meshkit.stream.segments", int(record["segments"]))
+            span.set_attribute("meshkit.stream.bytes", int(record["bytes"]))
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR, str(record.get("exception", ""))[:200]))
         elif "exception" in record:

@@ -100,6 +100,12 @@ def test_the_seed_walk_through_from_start_to_ctrl_c(mesh: Mesh) -> None:
     assert (second["id"], second["origin"]) == (2, lam)
     assert second["seq"] > pojo["seq"]
 
+    # -- GET /api/tokens/mesh: hello.tokens streams through Kafka, relayed as Server-Sent Events -------------
+    response = rest.get("/api/tokens/mesh?text=the%20mesh%20streams%20words")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text == "data: the\n\ndata: mesh\n\ndata: streams\n\ndata: words\n\n"
+
     # -- the monitor's /info ---------------------------------------------------------------------------------
     info = monitor.get_json("/info")
     assert info["app"] == {"name": "presence-monitor", "version": "1.0.0", "description": "Presence Monitor"}

@@ -231,3 +231,30 @@ async def test_expired_events_late_replies_retries_and_ejections_are_counted() -
     assert value(scrape, "meshkit_retries_total") == 0
     assert value(scrape, "meshkit_retries_refused_total") == 0
     assert value(scrape, "meshkit_draining") == 0
+
+
+async def test_streams_segments_and_bytes_are_counted_per_route_and_open_streams_shown() -> None:
+    registry = FunctionRegistry()
+    release = asyncio.Event()
+
+    @registry.route("counted.stream")
+    async def counted(body: Any) -> AsyncIterator[bytes]:
+        yield b"12345"
+        yield b"678"
+        await release.wait()
+
+    async with running_platform(registry) as platform:
+        metrics = make_registry(platform)
+        stream = PostOffice(platform).stream("counted.stream")
+        await anext(stream)
+        open_now = samples(generate_latest(metrics).decode())
+        release.set()
+        rest = [segment async for segment in stream]
+        scrape = samples(generate_latest(metrics).decode())
+    assert value(open_now, "meshkit_streams_open", side="producing") == 1
+    assert value(open_now, "meshkit_streams_open", side="reading") == 1
+    assert len(rest) == 2  # the second segment and the end
+    assert value(scrape, "meshkit_streams_total", route="counted.stream") == 1
+    assert value(scrape, "meshkit_stream_segments_total", route="counted.stream") == 2
+    assert value(scrape, "meshkit_stream_bytes_total", route="counted.stream") == 8
+    assert value(scrape, "meshkit_streams_open", side="producing") == 0

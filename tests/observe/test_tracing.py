@@ -570,3 +570,23 @@ async def test_a_new_trace_at_the_edge_takes_the_otel_trace_id(spans: Any) -> No
     (edge,) = [s for s in spans.get_finished_spans() if s.name == "GET /api/hops/8"]
     assert edge.parent is None  # a real root
     assert response.headers["x-trace-id"] == f"{edge.context.trace_id:032x}"
+
+
+async def test_a_stream_is_one_span_with_its_segment_and_byte_counts() -> None:
+    registry = FunctionRegistry()
+    forwarded = trace_collector(registry)
+
+    @registry.route("traced.words")
+    async def words(body: Any) -> AsyncIterator[str]:
+        for word in ("alpha", "beta", "gamma"):
+            await asyncio.sleep(0)
+            yield word
+
+    async with running_platform(registry, properties={"distributed.trace.forwarder": FORWARDER}) as platform:
+        po = PostOffice(platform, trace_id=TRACE, trace_path="GET /api/words")
+        segments = [segment async for segment in po.stream("traced.words")]
+        await eventually(lambda: len(forwarded) == 1)
+    assert all((s.trace_id, s.trace_path) == (TRACE, "GET /api/words") for s in segments)
+    [record] = forwarded
+    assert record["route"] == "traced.words" and record["status"] == 200
+    assert (record["segments"], record["bytes"]) == (3, len("alphabetagamma"))

@@ -1,0 +1,304 @@
+"""The producer's side of an event stream: segments to the caller within its credit window.
+
+The contract (markers, head control, credit and cancel): docs/protocol/streams.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from meshkit.core._codec import CodecError, pack, to_plain
+from meshkit.core._envelope import EventEnvelope
+from meshkit.core._errors import AppError
+from meshkit.core._markers import (
+    DATA,
+    EOF,
+    EXCEPTION,
+    X_EVENT_NAME,
+    X_EVENT_STREAM,
+    X_TTL,
+    error_body,
+)
+
+log = logging.getLogger("meshkit.streams")
+
+#: a consumer's window when its request names none (segments on their way before it grants more)
+DEFAULT_WINDOW = 256
+#: the bytes a stream may have on their way to its consumer, whatever the window (64 KB segments: 64)
+DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024
+
+_PLAIN = (str, bytes, int, float, bool, type(None), dict, list)
+
+
+class StreamCancelled(Exception):
+    """The consumer stopped the stream (it stopped reading, left, or could not be reached)."""
+
+
+class Outlet:
+    """One stream being produced: what was sent, what the consumer has granted, and who it is.
+
+    Send is the platform's dispatch (it raises AppError when the consumer cannot be reached); the segments
+    go out in order, at most `window` segments and `window_bytes` bytes ahead of the consumer's credit.
+    """
+
+    __slots__ = (
+        "_credited",
+        "_held",
+        "_send",
+        "_sizes",
+        "_waiter",
+        "bytes",
+        "cancelled",
+        "cid",
+        "consumer",
+        "idle",
+        "route",
+        "segments",
+        "task",
+        "trace_id",
+        "trace_path",
+        "window",
+        "window_bytes",
+    )
+
+    def __init__(
+        self,
+        send: Callable[[EventEnvelope], None],
+        request: EventEnvelope,
+        route: str,
+        *,
+        window: int,
+        window_bytes: int,
+        idle: float,
+    ) -> None:
+        self.consumer = request.reply_to
+        self.cid = request.cid
+        self.trace_id, self.trace_path = request.trace_id, request.trace_path
+        self.route = route
+        self.window = window
+        self.window_bytes = window_bytes
+        self.idle = idle  # the consumer's idle allowance: how long a producer waits for its credit
+        self.segments = self.bytes = 0  # sent (data segments)
+        self.cancelled: str | None = None  # why the consumer stopped the stream
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        self._send = send
+        self._credited = 0
+        self._sizes: deque[int] = deque()  # the size of each segment not yet credited
+        self._held = 0  # their bytes
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- from the consumer -----------------------------------------------------------------------------
+    def grant(self, segments: int) -> None:
+        """The consumer took `segments` more: as many may follow."""
+        segments = min(segments, len(self._sizes))
+        for _ in range(segments):
+            self._held -= self._sizes.popleft()
+        self._credited += segments
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def cancel(self, reason: str) -> None:
+        """The consumer stopped the stream: the producer stops at its next step."""
+        if self.cancelled is None:
+            self.cancelled = reason
+            log.debug("Stream %s of %s cancelled: %s", self.cid, self.route, reason)
+            if self.task is not None and self.task is not asyncio.current_task():
+                self.task.cancel()  # whatever the handler awaits now (a model, a sleep) ends with it
+
+    # -- to the consumer -------------------------------------------------------------------------------
+    async def data(self, body: Any, headers: dict[str, str] | None, status: int) -> None:
+        """Send one data segment, after waiting for credit if the consumer is a window behind."""
+        if self.cancelled is not None:
+            raise StreamCancelled(self.cancelled)
+        if len(self._sizes) >= self.window or self._held >= self.window_bytes:
+            await self._credit()
+        size = _size(body)
+        self._emit(body, headers, status)
+        self.segments += 1
+        self.bytes += size
+        self._sizes.append(size)
+        self._held += size
+
+    def end(self, headers: dict[str, str], body: Any, status: int, exception: str | None = None) -> None:
+        """Send the terminal segment (`headers` mark it EOF or EXCEPTION): it never waits for credit."""
+        if self.cancelled is None:
+            try:
+                self._emit(body, headers, status, exception)
+            except StreamCancelled:
+                pass
+
+    async def _credit(self) -> None:
+        loop = asyncio.get_running_loop()
+        while len(self._sizes) >= self.window or self._held >= self.window_bytes:
+            waiter = self._waiter = loop.create_future()
+            try:
+                async with asyncio.timeout(self.idle):
+                    await waiter
+            except TimeoutError:
+                reason = f"the caller took no segment for {self.idle:g} s"
+                raise StreamStalled(reason) from None
+            finally:
+                self._waiter = None
+            if self.cancelled is not None:
+                raise StreamCancelled(self.cancelled)
+
+    def _emit(
+        self, body: Any, headers: dict[str, str] | None, status: int, exception: str | None = None
+    ) -> None:
+        segment = EventEnvelope(
+            self.consumer,
+            body,
+            headers,
+            status=status,
+            sender=self.route,
+            cid=self.cid,
+            exception=exception,
+        )
+        if self.trace_id is not None:
+            segment.trace_id, segment.trace_path = self.trace_id, self.trace_path
+        try:
+            self._send(segment)
+        except AppError as exc:  # its app left or cannot be reached: nobody reads the rest
+            self.cancel(f"the caller cannot be reached: {exc.message}")
+            raise StreamCancelled(self.cancelled) from exc
+
+
+class StreamStalled(Exception):
+    """The consumer granted no credit within its idle allowance."""
+
+
+def _size(body: Any) -> int:
+    """The bytes of a segment's data, as counted for the window and the metrics."""
+    if isinstance(body, bytes | bytearray):
+        return len(body)
+    if isinstance(body, str):
+        return len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
+    if body is None:
+        return 0
+    try:
+        return len(pack(body))
+    except (CodecError, TypeError, ValueError):
+        return 0
+
+
+class EventStreamWriter:
+    """What a streaming function writes its segments with, in the engines' style::
+
+        @route("report.lines")
+        async def lines(body: dict, out: EventStreamWriter) -> None:
+            out.first(200, "text/plain")
+            await out.write("one")
+            await out.write_named("progress", {"done": 1})
+            await out.close({"lines": 1})     # or: await out.fail(error)
+
+    Each write waits while the caller is a window behind (backpressure) and raises StreamCancelled once the
+    caller has stopped the stream. A function that returns without closing ends its stream with EOF; one
+    that raises ends it in-band with the error's status. Writes after the end are dropped.
+    """
+
+    __slots__ = ("_closed", "_content_type", "_head_sent", "_outlet", "_status", "_ttl")
+
+    def __init__(self, outlet: Outlet) -> None:
+        self._outlet = outlet
+        self._status = 200
+        self._content_type: str | None = None
+        self._ttl: int | None = None
+        self._head_sent = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the caller has stopped the stream."""
+        return self._outlet.cancelled is not None
+
+    def first(self, status: int, content_type: str, ttl_seconds: int | None = None) -> EventStreamWriter:
+        """The head the first segment carries: its status, content type and, optionally, the idle allowance
+        in seconds an HTTP relay gives the segments after it (the engines' head control)."""
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status code, got {status!r}")
+        self._status, self._content_type = status, content_type
+        if ttl_seconds is not None:
+            self._ttl = int(ttl_seconds)
+        return self
+
+    async def write(self, segment: Any) -> None:
+        """Send one data segment: text, bytes, a dict, a list, a model, or an EventEnvelope (its body,
+        headers and status)."""
+        await self._write(segment, None)
+
+    async def write_named(self, event_name: str, segment: Any) -> None:
+        """Send one data segment with a name (the SSE `event:` field)."""
+        await self._write(segment, event_name)
+
+    async def close(self, trailing_metadata: Any = None) -> None:
+        """End the stream (EOF), with optional metadata for the caller."""
+        if not self._closed:
+            self._closed = True
+            status = 200
+            if self._head_sent:
+                headers = {X_EVENT_STREAM: EOF}
+            else:  # a stream with no data: the head rides its end
+                self._head_sent = True
+                headers, status = self._head(), self._status
+                headers[X_EVENT_STREAM] = EOF
+            self._outlet.end(headers, _plain(trailing_metadata), status)
+
+    async def fail(self, error: BaseException | str, status: int = 500) -> None:
+        """End the stream in-band with an error: an AppError's status, else `status`."""
+        kind: str | None
+        if isinstance(error, AppError):
+            status, message, kind = error.status, error.message, "AppError"
+        else:
+            message = error if isinstance(error, str) else (str(error) or type(error).__name__)
+            kind = None if isinstance(error, str) else type(error).__name__
+        self.failed(status, message, kind)
+
+    def failed(self, status: int, message: str, kind: str | None = None) -> None:
+        """End the stream in-band with `status` (500 if it is not an error) and `message`."""
+        if self._closed:
+            return
+        self._closed = True
+        status = status if status >= 400 else 500
+        self._outlet.end({X_EVENT_STREAM: EXCEPTION}, error_body(status, message), status, kind)
+
+    def _head(self) -> dict[str, str]:
+        headers = {X_EVENT_STREAM: DATA}
+        if self._content_type:
+            headers["content-type"] = self._content_type
+        if self._ttl is not None and self._ttl > 0:
+            headers[X_TTL] = str(self._ttl)
+        return headers
+
+    async def _write(self, segment: Any, name: str | None) -> None:
+        if self._closed:
+            log.debug("Segment of %s dropped: the stream has ended", self._outlet.route)
+            return
+        status = 200
+        if type(segment) is EventEnvelope:
+            headers = dict(segment.headers)
+            status, segment = segment.status, segment.body
+        else:
+            headers = {}
+        if not self._head_sent:
+            self._head_sent = True
+            headers.update(self._head())
+            if status == 200:
+                status = self._status
+        else:
+            headers[X_EVENT_STREAM] = DATA
+        if name:
+            headers[X_EVENT_NAME] = name
+        await self._outlet.data(_plain(segment), headers, status)
+
+
+def _plain(body: Any) -> Any:
+    return body if isinstance(body, _PLAIN) else to_plain(body)

@@ -1,0 +1,144 @@
+"""A platform's event streams in progress: those it reads and those its functions produce, by cid.
+
+Segments, credit and cancel all travel as events to an inbox (docs/protocol/streams.md); the platform hands
+what reaches its inbox and is not a reply to a pending request to `arrive`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from meshkit.core._address import Address
+from meshkit.core._envelope import EventEnvelope, new_event_id
+from meshkit.core._errors import AppError
+from meshkit.core._eventstream import Arrivals, LocalStream
+from meshkit.core._markers import CANCEL, CREDIT, X_STREAM_CONTROL, X_STREAM_IDLE, X_STREAM_WINDOW
+from meshkit.core._outlet import DEFAULT_WINDOW_BYTES, Outlet
+
+log = logging.getLogger("meshkit.streams")
+
+
+class StreamHub:
+    """The streams of one platform: `readers` it consumes, `outlets` its functions produce."""
+
+    __slots__ = ("_dispatch", "_targets", "inbox", "outlets", "readers", "send", "window_bytes")
+
+    def __init__(
+        self,
+        inbox: str,
+        dispatch: Callable[[EventEnvelope], None],
+        targets: dict[str, str],
+        *,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+    ) -> None:
+        self.inbox = inbox
+        self.send = dispatch  # an outlet's segments: raises AppError when the caller cannot be reached
+        self.window_bytes = window_bytes
+        self.readers: dict[str, Arrivals] = {}
+        self.outlets: dict[str, Outlet] = {}
+        self._dispatch = dispatch
+        self._targets = targets  # the platform's: cid -> the remote origin a request of ours went to
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def open(
+        self, event: EventEnvelope, idle: float, window: int, submit: Callable[[EventEnvelope], None]
+    ) -> LocalStream:
+        """Send a stream request and return the stream its segments arrive on; a refusal (an unknown route,
+        a full queue) arrives in-band as its one reply."""
+        caller_cid = event.cid
+        cid = event.cid = new_event_id()
+        event.reply_to = self.inbox
+        event.headers[X_STREAM_WINDOW] = str(window)
+        event.headers[X_STREAM_IDLE] = str(max(1, int(idle * 1000)))
+        deadline = time.perf_counter() + idle  # for its first segment: a queued request expires unrun
+        if event.deadline is None or deadline < event.deadline:
+            event.deadline = deadline
+        stream = self.reader(cid, event.to, idle, window, caller_cid)
+        try:
+            submit(event)
+        except AppError as exc:
+            refusal = EventEnvelope(status=exc.status, body=exc.message, cid=cid, sender=event.to)
+            self.readers[cid].push(refusal)
+        return stream
+
+    def reader(
+        self, cid: str, route: str | None, idle: float, window: int, caller_cid: str | None
+    ) -> LocalStream:
+        def control(kind: str, segments: int) -> None:
+            self._control(cid, kind, segments)
+
+        arrivals = self.readers[cid] = Arrivals(cid, route, window, control)
+        return LocalStream(arrivals, idle=idle, control=control, forget=self._forget, caller_cid=caller_cid)
+
+    def _control(self, cid: str, kind: str, segments: int) -> None:
+        origin = self._targets.get(cid)
+        to = Address.inbox(origin) if origin is not None else self.inbox
+        event = EventEnvelope(to, segments, {X_STREAM_CONTROL: kind}, cid=cid, sender=self.inbox)
+        try:
+            self._dispatch(event)
+        except Exception as exc:  # the producer's app is gone: its stream ends there without us
+            log.debug("Stream %s: %s not delivered: %s", cid, kind, exc)
+        if kind == CANCEL:
+            self._targets.pop(cid, None)
+
+    def _forget(self, cid: str) -> None:
+        self.readers.pop(cid, None)
+        if cid in self._targets and cid not in self.outlets:
+            self._targets.pop(cid, None)
+
+    # -- producing -----------------------------------------------------------------------------------------
+    def add_outlet(self, outlet: Outlet) -> None:
+        if outlet.cid is not None:
+            self.outlets[outlet.cid] = outlet
+
+    def remove_outlet(self, outlet: Outlet) -> None:
+        if outlet.cid is not None and self.outlets.get(outlet.cid) is outlet:
+            del self.outlets[outlet.cid]
+
+    # -- arrivals ------------------------------------------------------------------------------------------
+    def arrive(self, event: EventEnvelope) -> bool:
+        """A segment for a stream we read, or a control for one we produce: True when it was one."""
+        cid = event.cid
+        if cid is None:
+            return False
+        control = event.headers.get(X_STREAM_CONTROL)
+        if control is None:
+            reader = self.readers.get(cid)
+            if reader is None:
+                return False
+            reader.push(event)
+            return True
+        outlet = self.outlets.get(cid)
+        if outlet is None or event.sender != outlet.consumer:
+            log.debug("Stream control %s for %s dropped: no such stream here", control, cid)
+            return True
+        if control == CREDIT:
+            segments = event.body
+            if isinstance(segments, int) and not isinstance(segments, bool) and segments > 0:
+                outlet.grant(segments)
+        elif control == CANCEL:
+            outlet.cancel("the caller stopped reading")
+        else:
+            log.warning("Stream control %r for %s dropped: unknown", control, cid)
+        return True
+
+    def peer_gone(self, origin: str, message: str, exception: str) -> int:
+        """`origin` left the mesh: the streams it produced for us fail, those we produce for it stop."""
+        ended = 0
+        for cid, reader in list(self.readers.items()):
+            if self._targets.get(cid) == origin:
+                reader.fail(503, message, exception)
+                ended += 1
+        consumer = Address.inbox(origin)
+        for outlet in list(self.outlets.values()):
+            if outlet.consumer == consumer:
+                outlet.cancel(f"the caller {origin} left")
+                ended += 1
+        return ended
+
+    def stop(self, message: str) -> None:
+        """The platform stops: the streams it reads end in-band (its outlets end with their pools)."""
+        for reader in list(self.readers.values()):
+            reader.fail(503, message)

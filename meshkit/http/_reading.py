@@ -1,0 +1,153 @@
+"""Event streams over HTTP, the caller's side: read a peer's Server-Sent Events (the engines' dialect) as
+an EventStream. The dialect: docs/protocol/streams.md."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from meshkit.core import (
+    TEXT_EVENT_STREAM,
+    CodecError,
+    EventEnvelope,
+    EventStream,
+    decode,
+    encode,
+    exception_segment,
+)
+from meshkit.http._sse import SseError, SseParser, decode_frame
+from meshkit.observe import trace_headers
+
+if TYPE_CHECKING:
+    import aiohttp
+
+log = logging.getLogger("meshkit.http")
+
+
+class HttpStream(EventStream):
+    """A stream read from a peer's `/api/event`: the POST goes out on the first read."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: str,
+        event: EventEnvelope,
+        idle: float,
+        max_frame_bytes: int,
+    ) -> None:
+        self.route = event.to
+        self._session = session
+        self._endpoint = endpoint
+        self._event = event
+        self._idle = idle
+        self._parser = SseParser(max_frame_bytes)
+        self._response: aiohttp.ClientResponse | None = None
+        self._ready: deque[EventEnvelope] = deque()
+        self._head_seen = False
+        self._complete = False  # the terminal segment has arrived
+        self._done = False  # ... and been read, or the reader stopped
+
+    async def __anext__(self) -> EventEnvelope:
+        if self._done:
+            raise StopAsyncIteration
+        if self._ready:
+            return self._take(self._ready.popleft())
+        import aiohttp  # loaded with the session that made this stream
+
+        try:
+            async with asyncio.timeout(self._idle):
+                if self._response is None:
+                    single = await self._open()
+                    if single is not None:
+                        return self._end(single)
+                    if self._ready:
+                        return self._take(self._ready.popleft())
+                response = self._response
+                assert response is not None
+                while not self._ready:
+                    chunk = await response.content.readany()
+                    if not chunk:  # the dialect ends with a terminal segment: this was cut short
+                        return self._end(self._failure(502, "the event stream ended without its end"))
+                    self._feed(chunk)
+        except TimeoutError:
+            return self._end(self._failure(408, f"no segment within {self._idle:g} s"))
+        except aiohttp.ClientError as exc:
+            return self._end(self._failure(503, f"unable to read {self._endpoint}: {exc}"))
+        except SseError as exc:
+            return self._end(self._failure(502, f"invalid event stream: {exc}"))
+        except BaseException:  # cancelled: the connection goes, and the producer stops with it
+            self._close()
+            raise
+        return self._take(self._ready.popleft())
+
+    async def aclose(self) -> None:
+        self._close()
+
+    def __del__(self) -> None:
+        if not self._done:
+            self._close()
+
+    # -- the exchange ----------------------------------------------------------------------------------
+    async def _open(self) -> EventEnvelope | None:
+        """POST the request; None when the answer is a stream, else its one (maybe refused) reply."""
+        event = self._event
+        headers = {
+            "content-type": "application/octet-stream",
+            "accept": TEXT_EVENT_STREAM,
+            "x-ttl": str(max(1000, int(self._idle * 1000))),
+        }
+        headers.update(trace_headers(event))
+        response = self._response = await self._session.post(
+            self._endpoint, data=encode(event), headers=headers
+        )
+        if response.content_type == TEXT_EVENT_STREAM:
+            return None
+        data = await response.read()
+        status = response.status
+        try:
+            reply = decode(data)
+        except CodecError as exc:
+            return self._failure(
+                502, f"{self._endpoint} answered HTTP {status} without an event envelope: {exc}"
+            )
+        if status != 200 and reply.status < 400:
+            reply.status = status
+        reply.to = reply.reply_to = None
+        return reply
+
+    def _feed(self, chunk: bytes) -> None:
+        for name, text in self._parser.feed(chunk):
+            segment, terminal = decode_frame(name, text, self._head_seen, self._event.cid)
+            self._head_seen = True
+            self._ready.append(segment)
+            if terminal:  # frames after the end are not the stream's
+                self._complete = True
+                self._close_connection()
+                return
+
+    def _take(self, segment: EventEnvelope) -> EventEnvelope:
+        if self._complete and not self._ready:
+            self._done = True
+        return segment
+
+    def _failure(self, status: int, message: str) -> EventEnvelope:
+        log.warning("Stream of %s from %s: %s", self.route, self._endpoint, message)
+        return exception_segment(
+            status, f"Route {self.route} at {self._endpoint}: {message}", cid=self._event.cid
+        )
+
+    def _end(self, segment: EventEnvelope) -> EventEnvelope:
+        self._close()
+        return segment
+
+    def _close(self) -> None:
+        self._done = True
+        self._ready.clear()
+        self._close_connection()
+
+    def _close_connection(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()  # unread: the connection is dropped, and the peer's producer stops

@@ -1,0 +1,142 @@
+"""Event streams over HTTP, the callee's side: `/api/event` answers a streaming function with Server-Sent
+Events in the engines' dialect, and `sse_response` relays any stream to a plain SSE client.
+
+The dialect: docs/protocol/streams.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from meshkit.core import (
+    DATA,
+    EOF,
+    EXCEPTION,
+    TEXT_EVENT_STREAM,
+    EventEnvelope,
+    EventStream,
+    Platform,
+    error_body,
+    error_message,
+    stream_signal,
+)
+from meshkit.http._sse import PING, data_frame, envelope_frame, text_frame
+
+log = logging.getLogger("meshkit.http")
+
+#: seconds between keep-alive comments while a producer is quiet (`stream.keep.alive`, the engines' 30 s)
+DEFAULT_KEEP_ALIVE = 30.0
+#: what proxies must not do to a stream: buffer it (nginx reads X-Accel-Buffering), or cache it
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def streams(platform: Platform, route: str) -> bool:
+    """Whether `route` is a public streaming function of this app (Event over HTTP reaches no other)."""
+    pool = platform.pool(route.partition("@")[0] if route.endswith("@" + platform.origin) else route)
+    return pool is not None and pool.spec.streaming and not pool.spec.private
+
+
+async def relay(platform: Platform, event: EventEnvelope, idle: float) -> StreamingResponse | EventEnvelope:
+    """Open the stream, wait for its head and answer with the envelope dialect; an unmarked first envelope
+    (the function refused before it streamed: a full queue, a body its model refuses) comes back as is."""
+    stream = platform.stream(event, idle, external=True)
+    first = await stream.__anext__()
+    if stream_signal(first) is None:
+        return first
+    keep_alive = platform.config.get_float("stream.keep.alive", DEFAULT_KEEP_ALIVE)
+    return StreamingResponse(
+        _frames(stream, first, keep_alive),
+        status_code=first.status if 200 <= first.status <= 599 else 500,
+        media_type=TEXT_EVENT_STREAM,
+        headers=SSE_HEADERS,
+    )
+
+
+async def _frames(stream: EventStream, first: EventEnvelope, keep_alive: float) -> AsyncIterator[bytes]:
+    # the client going away cancels this (Starlette) or closes it (garbage collection): the stream's
+    # aclose in `finally` then stops the producer
+    wait = keep_alive if keep_alive > 0 else None
+    try:
+        yield envelope_frame(first)
+        if stream_signal(first) in (EOF, EXCEPTION):
+            return
+        while True:
+            segment = await stream.within(wait)
+            if segment is None:
+                yield PING
+                continue
+            marker = stream_signal(segment)
+            if marker == EOF or marker == EXCEPTION or marker is None:
+                yield envelope_frame(segment)
+                return
+            frame = data_frame(segment, False)
+            if frame:
+                yield frame
+    except StopAsyncIteration:
+        return
+    finally:
+        await stream.aclose()
+
+
+async def sse_response(
+    stream: EventStream,
+    *,
+    keep_alive: float = 15.0,
+    render: Callable[[EventEnvelope], bytes] = text_frame,
+) -> Response:
+    """A stream as a plain Server-Sent Events response for browsers and HTTP clients: each data segment as
+    `data:` lines (text as is, other data as JSON, a named segment under its `event:`), a failure as an
+    `event: error` with the engines' error body, then the end of the response::
+
+        @app.get("/api/tokens")
+        async def tokens(text: str) -> Response:
+            return await sse_response(PostOffice().stream("llm.tokens", {"text": text}))
+
+    It waits for the first segment: a stream that fails before any data (an unknown route, a refused
+    body, no segment in time) is answered with its status and the JSON error body instead. A `: ping`
+    comment goes out every `keep_alive` seconds the stream is quiet (0: never). The client disconnecting
+    stops the stream, and so its producer.
+    """
+    try:
+        first = await stream.__anext__()
+    except StopAsyncIteration:
+        return JSONResponse(error_body(502, "The stream had ended"), status_code=502)
+    marker = stream_signal(first)
+    if first.status >= 400 and (marker is None or marker == EXCEPTION):
+        await stream.aclose()
+        message = error_message(first)
+        log.warning("Stream %s failed before it began: %d %s", stream.route, first.status, message)
+        return JSONResponse(error_body(first.status, message), status_code=first.status)
+    return StreamingResponse(
+        _plain(stream, first, keep_alive, render),
+        status_code=200,
+        media_type=TEXT_EVENT_STREAM,
+        headers=SSE_HEADERS,
+    )
+
+
+async def _plain(
+    stream: EventStream, first: EventEnvelope, keep_alive: float, render: Callable[[EventEnvelope], bytes]
+) -> AsyncIterator[bytes]:
+    wait = keep_alive if keep_alive > 0 else None
+    segment: EventEnvelope | None = first
+    try:
+        while True:
+            if segment is None:
+                segment = await stream.within(wait)
+            if segment is None:
+                yield PING
+                continue
+            frame = render(segment)
+            if frame:
+                yield frame
+            if stream_signal(segment) != DATA:
+                return
+            segment = None
+    except StopAsyncIteration:
+        return
+    finally:
+        await stream.aclose()
