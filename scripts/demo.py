@@ -248,6 +248,12 @@ def start_up(procs: list[Proc]) -> tuple[Proc, Proc, Proc, Proc]:
         if pojo.get("origin") != lambda_origin:
             raise DemoError(f"the PoJo's origin is not the lambda example's ({lambda_origin})", rest)
     say(f"origin {lambda_origin} is the lambda example's: the mesh found it by route name alone")
+    url = f"{rest.url}/api/tokens/mesh?text=a%20stream%20of%20words%20through%20the%20mesh"
+    status, text = get(url)
+    if status != 200 or not isinstance(text, str) or "data: mesh" not in text:
+        raise DemoError(f"GET {url} answered {status}: {text!r}", rest)
+    words = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    say(f"GET {url}  ->  200, hello.tokens streamed through the mesh as Server-Sent Events: {words}")
     return kafka, monitor, rest, lambda_app
 
 
@@ -318,7 +324,8 @@ def explore(kafka: Proc, monitor: Proc, rest: Proc, lambda_app: Proc) -> None:
     procs = (kafka, monitor, rest, lambda_app)
     PIDS.write_text("".join(f"{p.popen.pid} {p.name}\n" for p in procs if p.popen is not None))
     print(f"\nThe mesh is up and stays up (broker on {HOST}:{kafka.port}). Things to visit:")
-    for url in (f"{rest.url}/api/pojo/mesh/1", f"{rest.url}/api/pojo/http/1", f"{monitor.url}/info"):
+    tokens = f"{rest.url}/api/tokens/mesh?text=hello%20mesh"
+    for url in (f"{rest.url}/api/pojo/mesh/1", f"{rest.url}/api/pojo/http/1", tokens, f"{monitor.url}/info"):
         say(url)
     for path in ("/health", "/info/routes", "/env", "/livenessprobe", "/info/lib"):
         say("   ".join(f"{p.url}{path}" for p in (monitor, rest, lambda_app)))

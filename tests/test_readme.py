@@ -30,3 +30,17 @@ async def test_the_tour_runs_as_written(capsys: Any) -> None:
         await namespace["tour"]()
         await PostOffice().request("audit.log", "flush")  # audit.log has one instance: FIFO
     assert "audit: drop and forget" in capsys.readouterr().out
+
+
+async def test_the_stream_tour_runs_as_written(capsys: Any) -> None:
+    module = types.ModuleType("readme_streams")
+    exec(
+        compile(_block("from collections.abc import AsyncIterator"), "README.md (streams)", "exec"),
+        module.__dict__,
+    )
+    async with running_platform(default_registry.select(["readme_streams"])):
+        await module.read()
+        po = PostOffice()
+        segments = [s async for s in po.stream("report.lines")]
+    assert capsys.readouterr().out.splitlines() == ["data to", "data be", "data or", "data not", "eof None"]
+    assert [s.body for s in segments] == ["first line", {"done": 1}, {"lines": 1}]

@@ -334,3 +334,54 @@ async def test_a_stream_ends_in_band_when_the_platform_stops() -> None:
     rest = await collect(stream)
     assert rest[-1].status == 503 and stream_signal(rest[-1]) == EXCEPTION
     assert X_EVENT_STREAM in rest[-1].headers
+
+
+@pytest.mark.parametrize(
+    ("window", "idle"), [("many", "1000"), ("", "1000"), ("0x10", "1000"), ("-5", None), ("8", "soon")]
+)
+async def test_bad_stream_request_headers_are_refused_or_bounded(window: str, idle: str | None) -> None:
+    async with running_platform(functions=streaming.functions) as platform:
+        headers = {"x-stream-window": window, **({"x-stream-idle": idle} if idle is not None else {})}
+        reply = await PostOffice(platform).request("stream.count", {"count": 3}, headers, timeout=2)
+        if window.lstrip("-").isdigit():  # a number out of range is bounded: the request is a stream one
+            assert reply.status == 200 and stream_signal(reply) == DATA
+        else:  # not a number: not a stream request, the engines' 406
+            assert reply.status == 406
+
+
+async def test_controls_from_anyone_but_the_reader_and_bad_credit_are_dropped() -> None:
+    async with running_platform(functions=streaming.functions, properties={"stream.window": "4"}) as platform:
+        stream = PostOffice(platform).stream("stream.endless")
+        await anext(stream)
+        [outlet] = platform.streams.outlets.values()
+        forged = {"x-stream-control": "cancel"}
+        platform.dispatch(EventEnvelope(platform.inbox, 0, forged, cid=outlet.cid, sender="@someone-else"))
+        for body in ("many", -3, True, None, 2.5):  # credit that is not a positive integer
+            credit = {"x-stream-control": "credit"}
+            platform.dispatch(
+                EventEnvelope(platform.inbox, body, credit, cid=outlet.cid, sender=outlet.consumer)
+            )
+        unknown = {"x-stream-control": "pause"}
+        platform.dispatch(EventEnvelope(platform.inbox, 0, unknown, cid=outlet.cid, sender=outlet.consumer))
+        await asyncio.sleep(0.05)
+        assert outlet.cancelled is None and streaming.STATE["produced"] <= 5  # still waiting for real credit
+        assert [await anext(stream) for _ in range(20)][-1].body == 20  # and reading still works
+        await stream.aclose()
+
+
+async def test_a_segment_with_an_unknown_marker_is_skipped_and_a_flood_is_stopped() -> None:
+    async with running_platform(functions=[], properties={"stream.window": "4"}) as platform:
+        hub = platform.streams
+        stream = platform.stream(EventEnvelope("nobody.home"), 2.0)  # in-band 404, then we feed it by hand
+        reader = hub.reader("fake-cid", "fake.route", 2.0, 4, None)
+        hub.arrive(EventEnvelope(platform.inbox, 1, {"x-event-stream": "DATA"}, cid="fake-cid"))
+        hub.arrive(EventEnvelope(platform.inbox, 2, {"x-event-stream": "sideways"}, cid="fake-cid"))
+        hub.arrive(EventEnvelope(platform.inbox, 3, {"X-Event-Stream": "eof"}, cid="fake-cid"))
+        assert [(stream_signal(s), s.body) for s in await collect(reader)] == [(DATA, 1), (EOF, 3)]
+        flooded = hub.reader("flood-cid", "fake.route", 2.0, 4, None)
+        for index in range(100):  # a producer that ignores the window of 4
+            hub.arrive(EventEnvelope(platform.inbox, index, {"x-event-stream": "data"}, cid="flood-cid"))
+        segments = await collect(flooded)
+        assert segments[-1].status == 502 and stream_signal(segments[-1]) == EXCEPTION
+        assert len(segments) < 40
+        assert (await collect(stream))[0].status == 404
