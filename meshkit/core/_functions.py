@@ -203,6 +203,9 @@ def route(
     `idempotent=True` says running it twice for one request does no harm (a read, or a write keyed by the
     request): a caller whose instance left, died or refused for overload then sends the request again to
     another instance, within the request's deadline and the caller's retry budget. Otherwise never twice.
+    An ``async def`` that ``yield``s, or one with a parameter annotated ``EventStreamWriter``, streams:
+    callers read it with ``PostOffice.stream`` (docs/protocol/streams.md), and each stream holds one
+    instance while it runs.
     """
     return default_registry.route(
         name, instances=instances, private=private, max_queue=max_queue, idempotent=idempotent

@@ -19,6 +19,7 @@ from meshkit.core import (
     EXCEPTION,
     X_EVENT_NAME,
     X_EVENT_STREAM,
+    X_TTL,
     CodecError,
     EventEnvelope,
     decode,
@@ -35,9 +36,8 @@ log = logging.getLogger("meshkit.http.sse")
 #: the keep-alive comment a producer sends while it is quiet (parsers drop comments)
 PING = b": ping\n\n"
 
-_X_TTL = "x-ttl"  # the engines' head control; meshkit.core exports no name for it
 # headers a raw frame may carry: its marker and name ride the frame, x-ttl means something on the head only
-_RAW_HEADERS = frozenset((X_EVENT_STREAM, X_EVENT_NAME, _X_TTL))
+_RAW_HEADERS = frozenset((X_EVENT_STREAM, X_EVENT_NAME, X_TTL))
 _BOM = b"\xef\xbb\xbf"
 MALFORMED = "Invalid event stream - malformed envelope frame"  # the engines' words
 MISSING_HEAD = "Invalid event stream - missing envelope head"
