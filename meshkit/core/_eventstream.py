@@ -21,6 +21,7 @@ from meshkit.core._markers import (
     DATA,
     EOF,
     EXCEPTION,
+    X_STREAM_SEQ,
     error_message,
     exception_segment,
     stream_signal,
@@ -146,6 +147,7 @@ class LocalStream(EventStream):
         "_arrivals",
         "_caller_cid",
         "_control",
+        "_expected",
         "_forget",
         "_idle_until",
         "_loop",
@@ -176,6 +178,7 @@ class LocalStream(EventStream):
         self._streaming = False  # a segment has been read: an unmarked envelope now is a failure
         self._taken = 0  # data segments read and not yet credited
         self._idle_until: float | None = None  # when the wait for the next segment began, + idle
+        self._expected = 0  # the number the next numbered segment must carry
 
     @property
     def ended(self) -> bool:
@@ -216,6 +219,14 @@ class LocalStream(EventStream):
         self._idle_until = None
         segment = queue.popleft()
         segment.cid = self._caller_cid
+        number = segment.headers.pop(X_STREAM_SEQ, None)
+        if number is not None:
+            if number != str(self._expected):  # a segment lost or out of order on the way: say so
+                message = f"Route {self.route}: segment {self._expected} lost on the way (got {number!r})"
+                log.warning("Stream %s: %s", self.cid, message)
+                self._finish(cancel=True)
+                return exception_segment(502, message, cid=self._caller_cid, sender=self.route)
+            self._expected += 1
         marker = stream_signal(segment)
         if marker == DATA:
             self._streaming = True

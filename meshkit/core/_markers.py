@@ -28,6 +28,8 @@ STREAM_CALLER_REQUIRED = "Streaming function requires a caller that accepts text
 X_STREAM_WINDOW = "x-stream-window"
 #: on a stream request (meshkit): the caller's idle allowance between segments, in milliseconds
 X_STREAM_IDLE = "x-stream-idle"
+#: on a segment to a reader in another app (meshkit): its number in the stream, from 0, terminal included
+X_STREAM_SEQ = "x-stream-seq"
 #: on a control event from the caller to the producer (meshkit): CREDIT (body: segments) or CANCEL
 X_STREAM_CONTROL = "x-stream-control"
 CREDIT = "credit"

@@ -20,6 +20,7 @@ from meshkit.core._markers import (
     EXCEPTION,
     X_EVENT_NAME,
     X_EVENT_STREAM,
+    X_STREAM_SEQ,
     X_TTL,
     error_body,
 )
@@ -46,8 +47,8 @@ class Outlet:
     """
 
     __slots__ = (
-        "_credited",
         "_held",
+        "_next",
         "_send",
         "_sizes",
         "_waiter",
@@ -74,7 +75,9 @@ class Outlet:
         window: int,
         window_bytes: int,
         idle: float,
+        numbered: bool = False,
     ) -> None:
+        """`numbered`: the reader is in another app, so each segment carries its number (X_STREAM_SEQ)."""
         self.consumer = request.reply_to
         self.cid = request.cid
         self.trace_id, self.trace_path = request.trace_id, request.trace_path
@@ -86,7 +89,7 @@ class Outlet:
         self.cancelled: str | None = None  # why the consumer stopped the stream
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self._send = send
-        self._credited = 0
+        self._next = 0 if numbered else -1  # the number of the next segment; -1: none are numbered
         self._sizes: deque[int] = deque()  # the size of each segment not yet credited
         self._held = 0  # their bytes
         self._waiter: asyncio.Future[None] | None = None
@@ -97,7 +100,6 @@ class Outlet:
         segments = min(segments, len(self._sizes))
         for _ in range(segments):
             self._held -= self._sizes.popleft()
-        self._credited += segments
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -161,6 +163,9 @@ class Outlet:
         )
         if self.trace_id is not None:
             segment.trace_id, segment.trace_path = self.trace_id, self.trace_path
+        if self._next >= 0:  # across the broker: the reader can tell a segment lost or out of order
+            segment.headers[X_STREAM_SEQ] = str(self._next)
+            self._next += 1
         try:
             self._send(segment)
         except AppError as exc:  # its app left or cannot be reached: nobody reads the rest

@@ -347,7 +347,13 @@ class FunctionPool:
         except Exception as exc:  # a body its model refuses: one error reply, before any segment
             return self._reply(event, started, *self._failure(event, exc))
         outlet = Outlet(
-            hub.send, event, self.spec.route, window=window, window_bytes=hub.window_bytes, idle=idle
+            hub.send,
+            event,
+            self.spec.route,
+            window=window,
+            window_bytes=hub.window_bytes,
+            idle=idle,
+            numbered=event.reply_to != hub.inbox,
         )
         hub.add_outlet(outlet)
         token = current_event.set(

@@ -385,3 +385,19 @@ async def test_a_segment_with_an_unknown_marker_is_skipped_and_a_flood_is_stoppe
         assert segments[-1].status == 502 and stream_signal(segments[-1]) == EXCEPTION
         assert len(segments) < 40
         assert (await collect(stream))[0].status == 404
+
+
+async def test_a_numbered_segment_lost_or_out_of_order_ends_the_stream_with_502() -> None:
+    async with running_platform(functions=[]) as platform:
+        hub = platform.streams
+        for numbers, expected in (([0, 1, 2], [DATA, DATA, EOF]), ([0, 2, 3], [DATA, EXCEPTION])):
+            cid = f"numbered-{numbers}"
+            reader = hub.reader(cid, "far.away", 2.0, 8, None)
+            for position, number in enumerate(numbers):
+                marker = "eof" if position == len(numbers) - 1 else "data"
+                headers = {"x-event-stream": marker, "x-stream-seq": str(number)}
+                hub.arrive(EventEnvelope(platform.inbox, position, headers, cid=cid))
+            segments = await collect(reader)
+            assert markers(segments) == expected
+            assert all("x-stream-seq" not in s.headers for s in segments)  # the reader's business only
+        assert segments[-1].status == 502 and "segment 1 lost" in segments[-1].body["message"]

@@ -34,8 +34,10 @@ async def test_ten_thousand_segments_cross_the_mesh_in_order(
     apps: tuple[TestMesh, Platform, Platform],
 ) -> None:
     _, producer, reader = apps
-    bodies = [b async for b in PostOffice(reader).stream("stream.count", {"count": 10_000}).data()]
-    assert [int(b) for b in bodies] == list(range(10_000))
+    segments = [s async for s in PostOffice(reader).stream("stream.count", {"count": 10_000})]
+    assert [int(s.body) for s in segments[:-1]] == list(range(10_000))
+    assert stream_signal(segments[-1]) == EOF
+    assert not any("x-stream-seq" in s.headers for s in segments)  # numbered on the way, not for the reader
     assert producer.pool("stream.count").stats.segments == 10_000  # type: ignore[union-attr]
 
 
