@@ -1,6 +1,8 @@
-"""`python -m bench [--json] [--only inprocess,http,mesh,rolling] [--payloads 200,10240,204800] [--repeat 3]
-[--loop uvloop|asyncio]`
+"""`python -m bench [--json] [--only inprocess,http,mesh,streams,rolling] [--payloads 200,10240,204800]
+[--repeat 3] [--loop uvloop|asyncio]`
 
+"streams" is `python -m bench.streams` (segments/s of 200 B segments over the mesh and over HTTP, beside
+their floors) with its defaults but `--repeat` and `--bootstrap`; run it alone for its own options.
 "rolling" is `python -m bench.rolling` with its defaults (requests lost in a rolling restart under load);
 run it alone for its own options.
 """
@@ -10,29 +12,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import inprocess
 from bench.common import LOOPS, Figure, report, run_async, use_loop
+
+if TYPE_CHECKING:
+    from bench.streams import StreamFigure
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--json", action="store_true", help="one JSON object per line (BENCH.md)")
     parser.add_argument(
-        "--only", default="inprocess,http,mesh,rolling", help="comma list of: inprocess, http, mesh, rolling"
+        "--only",
+        default="inprocess,http,mesh,streams,rolling",
+        help="comma list of: inprocess, http, mesh, streams, rolling",
     )
     parser.add_argument("--payloads", default="200,10240,204800", help="mesh payload sizes in bytes")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of each mesh and http figure and its floor (medians)"
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each mesh, http and streams figure and its floor (medians)",
     )
-    parser.add_argument("--bootstrap", help="mesh and rolling figures on this Kafka cluster, not fresh Tansu")
+    parser.add_argument(
+        "--bootstrap", help="mesh, streams and rolling figures on this Kafka cluster, not fresh Tansu"
+    )
     parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the callers' loop (floors' too)")
     args = parser.parse_args(argv)
     use_loop(args.loop)
     figures: list[Figure] = []
     extra: dict[str, float] = {}
     rolling_rows: list[dict[str, Any]] = []
+    stream_rows: list[StreamFigure] = []
     failed = False
     for part in args.only.split(","):
         if part == "inprocess":
@@ -47,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             payloads = tuple(int(p) for p in args.payloads.split(","))
             mesh_figures, extra = mesh.run(payloads, args.repeat, args.bootstrap)
             figures += mesh_figures
+        elif part == "streams":
+            from bench import streams
+
+            stream_rows = streams.run(args.repeat, args.bootstrap)
+            failed = failed or len(stream_rows) < 4  # a row with no run left: said on stderr
         elif part == "rolling":
             from bench import rolling
 
@@ -57,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
         else:
             parser.error(f"unknown benchmark {part!r}")
-    report(figures, args.json)
+    if figures:
+        report(figures, args.json)
+    if stream_rows:
+        from bench import streams
+
+        streams.report(stream_rows, args.json)
     if extra:
         print(
             json.dumps({"name": "mesh membership", **extra})
