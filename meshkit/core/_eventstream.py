@@ -58,6 +58,11 @@ class EventStream(ABC):
         runs, so a relay can send a keep-alive meanwhile (this one always waits for the next)."""
         return await self.__anext__()
 
+    def arrived(self) -> EventEnvelope | None:
+        """The next segment if it has already arrived, without waiting; else None (a relay takes what
+        is there at once, and writes it in one piece)."""
+        return None
+
     async def __aenter__(self) -> EventStream:
         return self
 
@@ -189,6 +194,14 @@ class LocalStream(EventStream):
         assert segment is not None  # with no bound of its own, it waits until the idle allowance ends
         return segment
 
+    def arrived(self) -> EventEnvelope | None:
+        arrivals = self._arrivals
+        while arrivals.queue and not arrivals.done:
+            segment = self._take(arrivals.queue.popleft())
+            if segment is not None:
+                return segment
+        return None
+
     async def within(self, wait: float | None) -> EventEnvelope | None:
         """The next segment; None if none arrives within `wait` seconds though the idle allowance still
         runs (a relay sends a keep-alive meanwhile)."""
@@ -216,8 +229,12 @@ class LocalStream(EventStream):
                 raise
             finally:
                 arrivals.waiter = None
+        segment = self._take(queue.popleft())
+        return segment if segment is not None else await self.within(wait)
+
+    def _take(self, segment: EventEnvelope) -> EventEnvelope | None:
+        """What the reader gets for the segment that arrived next (None: one to skip)."""
         self._idle_until = None
-        segment = queue.popleft()
         segment.cid = self._caller_cid
         number = segment.headers.pop(X_STREAM_SEQ, None)
         if number is not None:
@@ -231,7 +248,7 @@ class LocalStream(EventStream):
         if marker == DATA:
             self._streaming = True
             self._taken += 1
-            if self._taken * 4 >= arrivals.window:  # credit in quarters: the producer never waits a trip
+            if self._taken * 4 >= self._arrivals.window:  # credit in quarters: the producer never waits
                 self._control(CREDIT, self._taken)
                 self._taken = 0
             return segment
@@ -240,7 +257,7 @@ class LocalStream(EventStream):
                 segment = exception_segment(segment.status, error_message(segment), cid=self._caller_cid)
         elif marker != EOF and marker != EXCEPTION:
             log.warning("Stream %s from %s: dropped a segment marked %r", self.cid, self.route, marker)
-            return await self.within(wait)
+            return None
         self._finish(cancel=False)
         return segment
 

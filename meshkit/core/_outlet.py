@@ -113,12 +113,21 @@ class Outlet:
                 self.task.cancel()  # whatever the handler awaits now (a model, a sleep) ends with it
 
     # -- to the consumer -------------------------------------------------------------------------------
+    @property
+    def open(self) -> bool:
+        """Whether a data segment may go now: not cancelled, and the consumer less than a window behind."""
+        return self.cancelled is None and len(self._sizes) < self.window and self._held < self.window_bytes
+
     async def data(self, body: Any, headers: dict[str, str] | None, status: int) -> None:
         """Send one data segment, after waiting for credit if the consumer is a window behind."""
         if self.cancelled is not None:
             raise StreamCancelled(self.cancelled)
         if len(self._sizes) >= self.window or self._held >= self.window_bytes:
             await self._credit()
+        self.put(body, headers, status)
+
+    def put(self, body: Any, headers: dict[str, str] | None, status: int) -> None:
+        """Send one data segment now (the caller checked `open`)."""
         size = _size(body)
         self._emit(body, headers, status)
         self.segments += 1
@@ -287,11 +296,26 @@ class EventStreamWriter:
         if self._closed:
             log.debug("Segment of %s dropped: the stream has ended", self._outlet.route)
             return
+        await self._outlet.data(*self._segment(segment, name))
+
+    def put(self, segment: Any) -> None:
+        """Send one data segment now: the caller checked that the outlet is `open` (a generator's items)."""
+        if self._closed:
+            log.debug("Segment of %s dropped: the stream has ended", self._outlet.route)
+            return
+        self._outlet.put(*self._segment(segment, None))
+
+    def _segment(self, segment: Any, name: str | None) -> tuple[Any, dict[str, str], int]:
         status = 200
         if type(segment) is EventEnvelope:
             headers = dict(segment.headers)
             status, segment = segment.status, segment.body
         else:
+            if self._head_sent:  # the usual segment: its marker alone
+                headers = {X_EVENT_STREAM: DATA}
+                if name:
+                    headers[X_EVENT_NAME] = name
+                return (segment if isinstance(segment, _PLAIN) else to_plain(segment)), headers, 200
             headers = {}
         if not self._head_sent:
             self._head_sent = True
@@ -302,7 +326,7 @@ class EventStreamWriter:
             headers[X_EVENT_STREAM] = DATA
         if name:
             headers[X_EVENT_NAME] = name
-        await self._outlet.data(_plain(segment), headers, status)
+        return (segment if isinstance(segment, _PLAIN) else to_plain(segment)), headers, status
 
 
 def _plain(body: Any) -> Any:

@@ -347,7 +347,7 @@ class FunctionPool:
         except Exception as exc:  # a body its model refuses: one error reply, before any segment
             return self._reply(event, started, *self._failure(event, exc))
         outlet = Outlet(
-            hub.send,
+            hub.sender(event),
             event,
             self.spec.route,
             window=window,

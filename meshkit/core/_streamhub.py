@@ -89,6 +89,15 @@ class StreamHub:
             self._targets.pop(cid, None)
 
     # -- producing -----------------------------------------------------------------------------------------
+    def sender(self, request: EventEnvelope) -> Callable[[EventEnvelope], None]:
+        """How an outlet for `request` sends its segments: straight to a reader on this platform, else
+        through the platform's dispatch (across the mesh)."""
+        if request.reply_to == self.inbox and request.cid is not None:
+            reader = self.readers.get(request.cid)
+            if reader is not None:
+                return reader.push
+        return self.send
+
     def add_outlet(self, outlet: Outlet) -> None:
         if outlet.cid is not None:
             self.outlets[outlet.cid] = outlet

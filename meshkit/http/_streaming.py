@@ -31,6 +31,8 @@ log = logging.getLogger("meshkit.http")
 DEFAULT_KEEP_ALIVE = 30.0
 #: what proxies must not do to a stream: buffer it (nginx reads X-Accel-Buffering), or cache it
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+#: the segments already there when a write begins go in it, up to this many bytes
+COALESCE_BYTES = 64 * 1024
 
 
 def streams(platform: Platform, route: str) -> bool:
@@ -68,13 +70,19 @@ async def _frames(stream: EventStream, first: EventEnvelope, keep_alive: float) 
             if segment is None:
                 yield PING
                 continue
-            marker = stream_signal(segment)
-            if marker == EOF or marker == EXCEPTION or marker is None:
-                yield envelope_frame(segment)
-                return
-            frame = data_frame(segment, False)
-            if frame:
-                yield frame
+            frames: list[bytes] = []
+            size = 0
+            while segment is not None:  # what has arrived already goes in one write: one chunk, one send
+                marker = stream_signal(segment)
+                if marker == EOF or marker == EXCEPTION or marker is None:
+                    frames.append(envelope_frame(segment))
+                    yield b"".join(frames)
+                    return
+                frame = data_frame(segment, False)
+                frames.append(frame)
+                size += len(frame)
+                segment = stream.arrived() if size < COALESCE_BYTES else None
+            yield b"".join(frames)
     except StopAsyncIteration:
         return
     finally:
@@ -130,12 +138,17 @@ async def _plain(
             if segment is None:
                 yield PING
                 continue
-            frame = render(segment)
-            if frame:
-                yield frame
-            if stream_signal(segment) != DATA:
-                return
-            segment = None
+            frames: list[bytes] = []
+            size = 0
+            while segment is not None:  # what has arrived already goes in one write
+                frame = render(segment)
+                frames.append(frame)
+                size += len(frame)
+                if stream_signal(segment) != DATA:
+                    yield b"".join(frames)
+                    return
+                segment = stream.arrived() if size < COALESCE_BYTES else None
+            yield b"".join(frames)
     except StopAsyncIteration:
         return
     finally:
