@@ -21,6 +21,8 @@ from meshkit.core._markers import (
     DATA,
     EOF,
     EXCEPTION,
+    X_EVENT_STREAM,
+    X_STREAM_RUN,
     X_STREAM_SEQ,
     error_message,
     exception_segment,
@@ -152,6 +154,7 @@ class LocalStream(EventStream):
         "_arrivals",
         "_caller_cid",
         "_control",
+        "_credited",
         "_expected",
         "_forget",
         "_idle_until",
@@ -184,6 +187,7 @@ class LocalStream(EventStream):
         self._taken = 0  # data segments read and not yet credited
         self._idle_until: float | None = None  # when the wait for the next segment began, + idle
         self._expected = 0  # the number the next numbered segment must carry
+        self._credited = False  # credit was just granted
 
     @property
     def ended(self) -> bool:
@@ -230,6 +234,9 @@ class LocalStream(EventStream):
             finally:
                 arrivals.waiter = None
         segment = self._take(queue.popleft())
+        if self._credited:  # let the loop run, so the credit leaves now, not after a window's reading
+            self._credited = False
+            await asyncio.sleep(0)
         return segment if segment is not None else await self.within(wait)
 
     def _take(self, segment: EventEnvelope) -> EventEnvelope | None:
@@ -244,6 +251,9 @@ class LocalStream(EventStream):
                 self._finish(cancel=True)
                 return exception_segment(502, message, cid=self._caller_cid, sender=self.route)
             self._expected += 1
+            run = segment.headers.pop(X_STREAM_RUN, None)
+            if run is not None:
+                segment = self._unpack(segment, run)
         marker = stream_signal(segment)
         if marker == DATA:
             self._streaming = True
@@ -251,6 +261,7 @@ class LocalStream(EventStream):
             if self._taken * 4 >= self._arrivals.window:  # credit in quarters: the producer never waits
                 self._control(CREDIT, self._taken)
                 self._taken = 0
+                self._credited = True
             return segment
         if marker is None:
             if self._streaming:  # the bus's error reply mid-stream: a failure, in-band
@@ -259,6 +270,23 @@ class LocalStream(EventStream):
             log.warning("Stream %s from %s: dropped a segment marked %r", self.cid, self.route, marker)
             return None
         self._finish(cancel=False)
+        return segment
+
+    def _unpack(self, segment: EventEnvelope, run: str) -> EventEnvelope:
+        """A run of data segments: the first now, the others next in line."""
+        bodies = segment.body
+        if not isinstance(bodies, list) or not bodies or run != str(len(bodies)):
+            message = f"Route {self.route}: a run of segments that does not hold {run!r} of them"
+            log.warning("Stream %s: %s", self.cid, message)
+            return exception_segment(502, message, cid=self._caller_cid, sender=self.route)
+        route, cid, queue = segment.sender, self._caller_cid, self._arrivals.queue
+        trace_id, trace_path = segment.trace_id, segment.trace_path
+        for body in reversed(bodies[1:]):
+            child = EventEnvelope(None, body, {X_EVENT_STREAM: DATA}, sender=route, cid=cid)
+            if trace_id is not None:
+                child.trace_id, child.trace_path = trace_id, trace_path
+            queue.appendleft(child)
+        segment.body = bodies[0]
         return segment
 
     async def aclose(self) -> None:

@@ -30,6 +30,9 @@ X_STREAM_WINDOW = "x-stream-window"
 X_STREAM_IDLE = "x-stream-idle"
 #: on a segment to a reader in another app (meshkit): its number in the stream, from 0, terminal included
 X_STREAM_SEQ = "x-stream-seq"
+#: on a data segment to a reader in another app (meshkit): its body is the bodies of this many data
+#: segments sent in one loop turn, as a list (one record for them all, not one each)
+X_STREAM_RUN = "x-stream-run"
 #: on a control event from the caller to the producer (meshkit): CREDIT (body: segments) or CANCEL
 X_STREAM_CONTROL = "x-stream-control"
 CREDIT = "credit"

@@ -20,6 +20,9 @@ log = logging.getLogger("meshkit.streams")
 Failure = Callable[[EventEnvelope, BaseException], tuple[int, Any, str]]
 
 MAX_WINDOW = 65_536
+#: bytes of data a generator that never awaits sends before the producer lets the loop run: a pipeline
+#: of full records (the transport sends what a loop turn queued, at its end, 64 KB to a record)
+BURST_BYTES = 48 * 1024
 DEFAULT_IDLE = 30.0  # seconds: a request with no idle allowance of its own (it cannot say one)
 
 
@@ -57,11 +60,16 @@ async def run_stream(
             await spec.handler(*arguments, **{spec.writer: writer})
         else:
             generator = spec.handler(*arguments)
+            burst = BURST_BYTES
             async for item in generator:
                 if outlet.open:  # credit in hand: no coroutine for it (the path of every segment)
                     writer.put(item)
+                    if outlet.bytes >= burst:  # let the loop run: what was sent leaves now, in one record
+                        burst = outlet.bytes + BURST_BYTES
+                        await asyncio.sleep(0)
                 else:
                     await writer.write(item)
+                    burst = outlet.bytes + BURST_BYTES
         await writer.close()
         return 200, None
     except (StreamCancelled, asyncio.CancelledError):

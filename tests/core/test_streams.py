@@ -401,3 +401,29 @@ async def test_a_numbered_segment_lost_or_out_of_order_ends_the_stream_with_502(
             assert markers(segments) == expected
             assert all("x-stream-seq" not in s.headers for s in segments)  # the reader's business only
         assert segments[-1].status == 502 and "segment 1 lost" in segments[-1].body["message"]
+
+
+async def test_a_run_of_segments_unpacks_in_order_and_a_bad_run_ends_the_stream_with_502() -> None:
+    async with running_platform(functions=[]) as platform:
+        hub = platform.streams
+        reader = hub.reader("run-cid", "far.away", 2.0, 64, None)
+        run = {"x-event-stream": "data", "x-stream-run": "3", "x-stream-seq": "0"}
+        traced = EventEnvelope(platform.inbox, ["a", "b", "c"], run, cid="run-cid", trace_id="t-1")
+        hub.arrive(traced)
+        end = {"x-event-stream": "eof", "x-stream-seq": "1"}
+        hub.arrive(EventEnvelope(platform.inbox, None, end, cid="run-cid"))
+        segments = await collect(reader)
+        assert [(stream_signal(s), s.body) for s in segments] == [
+            (DATA, "a"),
+            (DATA, "b"),
+            (DATA, "c"),
+            (EOF, None),
+        ]
+        assert {s.trace_id for s in segments[:3]} == {"t-1"}
+        assert all("x-stream-run" not in s.headers for s in segments)
+        for cid, body, count in (("short", ["a"], "2"), ("not-a-list", "abc", "3"), ("empty", [], "0")):
+            bad = hub.reader(cid, "far.away", 2.0, 64, None)
+            headers = {"x-event-stream": "data", "x-stream-run": count, "x-stream-seq": "0"}
+            hub.arrive(EventEnvelope(platform.inbox, body, headers, cid=cid))
+            [failed] = await collect(bad)
+            assert failed.status == 502 and "run of segments" in failed.body["message"]
