@@ -46,7 +46,7 @@ from meshkit.core._markers import (
     exception_segment,
     stream_signal,
 )
-from meshkit.core._outlet import EventStreamWriter, StreamCancelled
+from meshkit.core._outlet import StreamCancelled
 from meshkit.core._platform import (
     Platform,
     RouteListener,
@@ -59,6 +59,7 @@ from meshkit.core._postoffice import PostOffice, SyncPostOffice
 from meshkit.core._seams import EventClient, LocalBus, MeshCounters, RemoteRouter, RoutingView, Span, Tracer
 from meshkit.core._stats import LATENCY_BUCKETS, RouteStats
 from meshkit.core._time import elapsed_text, iso_utc_ms, utc_now_iso
+from meshkit.core._writer import EventStreamWriter
 
 __all__ = [
     "DATA",

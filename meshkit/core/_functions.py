@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from meshkit.core._outlet import EventStreamWriter
+from meshkit.core._writer import EventStreamWriter
 
 Handler = Callable[..., Any]
 

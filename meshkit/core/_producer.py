@@ -13,7 +13,8 @@ from typing import Any
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._functions import FunctionSpec
 from meshkit.core._markers import STREAM_CALLER_REQUIRED, X_STREAM_IDLE, X_STREAM_WINDOW
-from meshkit.core._outlet import EventStreamWriter, Outlet, StreamCancelled, StreamStalled
+from meshkit.core._outlet import Outlet, StreamCancelled, StreamStalled
+from meshkit.core._writer import EventStreamWriter
 
 log = logging.getLogger("meshkit.streams")
 
