@@ -57,20 +57,22 @@ class HttpStream(EventStream):
         import aiohttp  # loaded with the session that made this stream
 
         try:
-            async with asyncio.timeout(self._idle):
-                if self._response is None:
+            if self._response is None:
+                async with asyncio.timeout(self._idle):
                     single = await self._open()
-                    if single is not None:
-                        return self._end(single)
-                    if self._ready:
-                        return self._take(self._ready.popleft())
-                response = self._response
-                assert response is not None
-                while not self._ready:
+                if single is not None:
+                    return self._end(single)
+                if self._ready:
+                    return self._take(self._ready.popleft())
+            response = self._response
+            assert response is not None
+            while not self._ready:
+                # the idle allowance runs from the last byte, a keep-alive's too (the engines' sock_read)
+                async with asyncio.timeout(self._idle):
                     chunk = await response.content.readany()
-                    if not chunk:  # the dialect ends with a terminal segment: this was cut short
-                        return self._end(self._failure(502, "the event stream ended without its end"))
-                    self._feed(chunk)
+                if not chunk:  # the dialect ends with a terminal segment: this was cut short
+                    return self._end(self._failure(502, "the event stream ended without its end"))
+                self._feed(chunk)
         except TimeoutError:
             return self._end(self._failure(408, f"no segment within {self._idle:g} s"))
         except aiohttp.ClientError as exc:
