@@ -44,6 +44,7 @@ class EventStream(ABC):
     """
 
     route: str | None = None
+    idle: float = 10.0  # seconds allowed between segments (a relay takes the head's x-ttl, if any)
 
     def __aiter__(self) -> EventStream:
         return self
@@ -265,7 +266,8 @@ class LocalStream(EventStream):
             return segment
         if marker is None:
             if self._streaming:  # the bus's error reply mid-stream: a failure, in-band
-                segment = exception_segment(segment.status, error_message(segment), cid=self._caller_cid)
+                status = segment.status if segment.status >= 400 else 500
+                segment = exception_segment(status, error_message(segment), cid=self._caller_cid)
         elif marker != EOF and marker != EXCEPTION:
             log.warning("Stream %s from %s: dropped a segment marked %r", self.cid, self.route, marker)
             return None

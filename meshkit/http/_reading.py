@@ -9,13 +9,18 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from meshkit.core import (
+    DATA,
+    EOF,
+    EXCEPTION,
     TEXT_EVENT_STREAM,
     CodecError,
     EventEnvelope,
     EventStream,
     decode,
     encode,
+    error_message,
     exception_segment,
+    stream_signal,
 )
 from meshkit.http._sse import SseError, SseParser, decode_frame
 from meshkit.observe import trace_headers
@@ -41,7 +46,7 @@ class HttpStream(EventStream):
         self._session = session
         self._endpoint = endpoint
         self._event = event
-        self._idle = idle
+        self.idle = idle
         self._parser = SseParser(max_frame_bytes)
         self._response: aiohttp.ClientResponse | None = None
         self._ready: deque[EventEnvelope] = deque()
@@ -58,7 +63,7 @@ class HttpStream(EventStream):
 
         try:
             if self._response is None:
-                async with asyncio.timeout(self._idle):
+                async with asyncio.timeout(self.idle):
                     single = await self._open()
                 if single is not None:
                     return self._end(single)
@@ -68,17 +73,17 @@ class HttpStream(EventStream):
             assert response is not None
             while not self._ready:
                 # the idle allowance runs from the last byte, a keep-alive's too (the engines' sock_read)
-                async with asyncio.timeout(self._idle):
+                async with asyncio.timeout(self.idle):
                     chunk = await response.content.readany()
                 if not chunk:  # the dialect ends with a terminal segment: this was cut short
                     return self._end(self._failure(502, "the event stream ended without its end"))
                 self._feed(chunk)
         except TimeoutError:
-            return self._end(self._failure(408, f"no segment within {self._idle:g} s"))
+            return self._end(self._failure(408, f"no segment within {self.idle:g} s"))
         except aiohttp.ClientError as exc:
-            return self._end(self._failure(503, f"unable to read {self._endpoint}: {exc}"))
-        except SseError as exc:
-            return self._end(self._failure(502, f"invalid event stream: {exc}"))
+            self._salvage(self._response)
+            if not self._complete:
+                self._end_with(self._failure(503, f"unable to read {self._endpoint}: {exc}"))
         except BaseException:  # cancelled: the connection goes, and the producer stops with it
             self._close()
             raise
@@ -98,7 +103,7 @@ class HttpStream(EventStream):
         headers = {
             "content-type": "application/octet-stream",
             "accept": TEXT_EVENT_STREAM,
-            "x-ttl": str(max(1000, int(self._idle * 1000))),
+            "x-ttl": str(max(1000, int(self.idle * 1000))),
         }
         headers.update(trace_headers(event))
         response = self._response = await self._session.post(
@@ -120,14 +125,51 @@ class HttpStream(EventStream):
         return reply
 
     def _feed(self, chunk: bytes) -> None:
-        for name, text in self._parser.feed(chunk):
+        try:
+            frames = self._parser.feed(chunk)
+        except SseError as exc:  # what came before the bad line is still the stream's
+            self._frames(exc.events)
+            if not self._complete:
+                self._end_with(self._failure(502, f"invalid event stream: {exc}"))
+            return
+        self._frames(frames)
+
+    def _frames(self, frames: list[tuple[str | None, str]]) -> None:
+        for name, text in frames:
             segment, terminal = decode_frame(name, text, self._head_seen, self._event.cid)
+            marker = stream_signal(segment)
+            if marker is None:  # not a segment: a failure mid-stream, with its status; as the head, invalid
+                if self._head_seen:
+                    status = segment.status if segment.status >= 400 else 500
+                    segment = exception_segment(status, error_message(segment), cid=self._event.cid)
+                else:
+                    segment = self._failure(500, "invalid event stream: its head is not a segment")
+                terminal = True
+            elif marker not in (DATA, EOF, EXCEPTION):
+                log.warning(
+                    "Stream of %s from %s: dropped a segment marked %r", self.route, self._endpoint, marker
+                )
+                continue
             self._head_seen = True
             self._ready.append(segment)
             if terminal:  # frames after the end are not the stream's
                 self._complete = True
                 self._close_connection()
                 return
+
+    def _end_with(self, segment: EventEnvelope) -> None:
+        """The stream ends with `segment`, after what is ready already."""
+        self._ready.append(segment)
+        self._complete = True
+        self._close_connection()
+
+    def _salvage(self, response: aiohttp.ClientResponse | None) -> None:
+        # aiohttp raises a broken connection's error before the bytes it had already received: take those
+        buffered = getattr(response.content, "_buffer", None) if response is not None else None
+        if buffered:
+            data = b"".join(bytes(piece) for piece in buffered)
+            buffered.clear()
+            self._feed(data)
 
     def _take(self, segment: EventEnvelope) -> EventEnvelope:
         if self._complete and not self._ready:

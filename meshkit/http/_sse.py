@@ -46,7 +46,13 @@ Event = tuple[str | None, str]
 
 
 class SseError(Exception):
-    """An event stream whose line or event data outgrows the parser's limit (the stream is to be dropped)."""
+    """An event stream whose line or event data outgrows the parser's limit (the stream is to be dropped).
+
+    `events`: those the failing feed had completed before it (still the stream's)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.events: list[Event] = []
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
@@ -186,8 +192,9 @@ class SseParser:
             for line in lines:
                 self._line(line, events)
             self._check_pending()
-        except SseError:
+        except SseError as exc:
             self._failed = True
+            exc.events = events
             raise
         return events
 

@@ -16,6 +16,7 @@ from meshkit.core import (
     EOF,
     EXCEPTION,
     TEXT_EVENT_STREAM,
+    X_TTL,
     EventEnvelope,
     EventStream,
     Platform,
@@ -48,6 +49,9 @@ async def relay(platform: Platform, event: EventEnvelope, idle: float) -> Stream
     first = await stream.__anext__()
     if stream_signal(first) is None:
         return first
+    allowance = first.headers.get(X_TTL)  # the producer's own idle allowance for what follows, in seconds
+    if allowance is not None and allowance.strip().isdigit() and int(allowance) > 0:
+        stream.idle = float(int(allowance))
     keep_alive = platform.config.get_float("stream.keep.alive", DEFAULT_KEEP_ALIVE)
     return StreamingResponse(
         _frames(stream, first, keep_alive),
