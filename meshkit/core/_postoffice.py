@@ -13,6 +13,7 @@ from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._eventstream import EventStream
 from meshkit.core._platform import Platform, current_platform
+from meshkit.core._seams import EventClient
 
 T = TypeVar("T")
 
@@ -73,6 +74,15 @@ class PostOffice:
             event.trace_path = self._trace_path
         return event
 
+    def _event_client(self) -> EventClient:
+        client = self._platform.event_client
+        if client is None:
+            raise RuntimeError(
+                "Event over HTTP is not plugged into this platform: build the app with create_app or "
+                "install (meshkit.http), or use meshkit.testing"
+            )
+        return client
+
     # -- drop and forget -----------------------------------------------------------------------------------
     async def send(
         self, to: str | EventEnvelope, body: Any = None, headers: dict[str, str] | None = None
@@ -122,12 +132,7 @@ class PostOffice:
         if endpoint is not None:
             if event.deadline is None:
                 event.deadline = time.perf_counter() + timeout
-            client = self._platform.event_client
-            if client is None:
-                raise RuntimeError(
-                    "Event over HTTP is not plugged into this platform: build the app with create_app or "
-                    "install (meshkit.http), or use meshkit.testing"
-                )
+            client = self._event_client()
             return await client.request(endpoint, event, timeout, timeout_as_reply)
         try:
             return await self._platform.call(event, timeout, idempotent=idempotent)
@@ -162,12 +167,7 @@ class PostOffice:
             timeout = self.time_left(timeout)
         timeout = max(timeout, 0.001)
         if endpoint is not None:
-            client = self._platform.event_client
-            if client is None:
-                raise RuntimeError(
-                    "Event over HTTP is not plugged into this platform: build the app with create_app or "
-                    "install (meshkit.http), or use meshkit.testing"
-                )
+            client = self._event_client()
             return client.stream(endpoint, event, timeout)
         return self._platform.stream(event, timeout)
 

@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from meshkit.core import (
     DATA,
-    EOF,
     EXCEPTION,
     TEXT_EVENT_STREAM,
     X_TTL,
@@ -54,37 +53,49 @@ async def relay(platform: Platform, event: EventEnvelope, idle: float) -> Stream
         stream.idle = float(int(allowance))
     keep_alive = platform.config.get_float("stream.keep.alive", DEFAULT_KEEP_ALIVE)
     return StreamingResponse(
-        _frames(stream, first, keep_alive),
+        _chunks(stream, first, keep_alive, _dialect()),
         status_code=first.status if 200 <= first.status <= 599 else 500,
         media_type=TEXT_EVENT_STREAM,
         headers=SSE_HEADERS,
     )
 
 
-async def _frames(stream: EventStream, first: EventEnvelope, keep_alive: float) -> AsyncIterator[bytes]:
-    # the client going away cancels this (Starlette) or closes it (garbage collection): the stream's
-    # aclose in `finally` then stops the producer
+def _dialect() -> Callable[[EventEnvelope], bytes]:
+    """The engines' dialect: the head and the terminals as envelope frames, text segments raw."""
+    head = True
+
+    def render(segment: EventEnvelope) -> bytes:
+        nonlocal head
+        first, head = head, False
+        return data_frame(segment, first) if stream_signal(segment) == DATA else envelope_frame(segment)
+
+    return render
+
+
+async def _chunks(
+    stream: EventStream, first: EventEnvelope, keep_alive: float, render: Callable[[EventEnvelope], bytes]
+) -> AsyncIterator[bytes]:
+    """The stream's frames, from `first` to its end: what has arrived already goes in one write (one chunk,
+    one send), a keep-alive every `keep_alive` seconds it is quiet. The client going away cancels this
+    (Starlette) or closes it (garbage collection): the stream's aclose in `finally` stops the producer."""
     wait = keep_alive if keep_alive > 0 else None
+    segment: EventEnvelope | None = first
     try:
-        yield envelope_frame(first)
-        if stream_signal(first) in (EOF, EXCEPTION):
-            return
         while True:
-            segment = await stream.within(wait)
             if segment is None:
-                yield PING
-                continue
+                segment = await stream.within(wait)
+                if segment is None:
+                    yield PING
+                    continue
             frames: list[bytes] = []
             size = 0
-            while segment is not None:  # what has arrived already goes in one write: one chunk, one send
-                marker = stream_signal(segment)
-                if marker == EOF or marker == EXCEPTION or marker is None:
-                    frames.append(envelope_frame(segment))
-                    yield b"".join(frames)
-                    return
-                frame = data_frame(segment, False)
+            while segment is not None:
+                frame = render(segment)
                 frames.append(frame)
                 size += len(frame)
+                if stream_signal(segment) != DATA:
+                    yield b"".join(frames)
+                    return
                 segment = stream.arrived() if size < COALESCE_BYTES else None
             yield b"".join(frames)
     except StopAsyncIteration:
@@ -123,37 +134,8 @@ async def sse_response(
         log.warning("Stream %s failed before it began: %d %s", stream.route, first.status, message)
         return JSONResponse(error_body(first.status, message), status_code=first.status)
     return StreamingResponse(
-        _plain(stream, first, keep_alive, render),
+        _chunks(stream, first, keep_alive, render),
         status_code=200,
         media_type=TEXT_EVENT_STREAM,
         headers=SSE_HEADERS,
     )
-
-
-async def _plain(
-    stream: EventStream, first: EventEnvelope, keep_alive: float, render: Callable[[EventEnvelope], bytes]
-) -> AsyncIterator[bytes]:
-    wait = keep_alive if keep_alive > 0 else None
-    segment: EventEnvelope | None = first
-    try:
-        while True:
-            if segment is None:
-                segment = await stream.within(wait)
-            if segment is None:
-                yield PING
-                continue
-            frames: list[bytes] = []
-            size = 0
-            while segment is not None:  # what has arrived already goes in one write
-                frame = render(segment)
-                frames.append(frame)
-                size += len(frame)
-                if stream_signal(segment) != DATA:
-                    yield b"".join(frames)
-                    return
-                segment = stream.arrived() if size < COALESCE_BYTES else None
-            yield b"".join(frames)
-    except StopAsyncIteration:
-        return
-    finally:
-        await stream.aclose()
