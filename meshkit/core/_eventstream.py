@@ -28,6 +28,7 @@ from meshkit.core._markers import (
     exception_segment,
     stream_signal,
 )
+from meshkit.core._outlet import segment_size
 
 log = logging.getLogger("meshkit.streams")
 
@@ -114,10 +115,10 @@ class Arrivals:
     """What has arrived for one stream and not been read yet: the platform holds this, not the stream, so
     a stream dropped unread (`break`) is collected at once, and stops its producer."""
 
-    __slots__ = ("_control", "cid", "done", "queue", "route", "waiter", "window")
+    __slots__ = ("_control", "cid", "done", "queue", "route", "waiter", "window", "window_bytes")
 
-    def __init__(self, cid: str, route: str | None, window: int, control: Control) -> None:
-        self.cid, self.route, self.window = cid, route, window
+    def __init__(self, cid: str, route: str | None, window: int, window_bytes: int, control: Control) -> None:
+        self.cid, self.route, self.window, self.window_bytes = cid, route, window, window_bytes
         self.queue: deque[EventEnvelope] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.done = False  # the terminal was read, or the reader stopped
@@ -162,6 +163,7 @@ class LocalStream(EventStream):
         "_loop",
         "_streaming",
         "_taken",
+        "_taken_bytes",
         "cid",
         "idle",
         "route",
@@ -186,6 +188,7 @@ class LocalStream(EventStream):
         self._loop = asyncio.get_running_loop()
         self._streaming = False  # a segment has been read: an unmarked envelope now is a failure
         self._taken = 0  # data segments read and not yet credited
+        self._taken_bytes = 0  # ... and their bytes, counted as the producer counts them
         self._idle_until: float | None = None  # when the wait for the next segment began, + idle
         self._expected = 0  # the number the next numbered segment must carry
         self._credited = False  # credit was just granted
@@ -259,9 +262,12 @@ class LocalStream(EventStream):
         if marker == DATA:
             self._streaming = True
             self._taken += 1
-            if self._taken * 4 >= self._arrivals.window:  # credit in quarters: the producer never waits
+            self._taken_bytes += segment_size(segment.body)
+            arrivals = self._arrivals
+            # credit in quarters of either bound, so the producer never waits a whole trip for it
+            if self._taken * 4 >= arrivals.window or self._taken_bytes * 4 >= arrivals.window_bytes:
                 self._control(CREDIT, self._taken)
-                self._taken = 0
+                self._taken = self._taken_bytes = 0
                 self._credited = True
             return segment
         if marker is None:

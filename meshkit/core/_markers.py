@@ -26,6 +26,8 @@ STREAM_CALLER_REQUIRED = "Streaming function requires a caller that accepts text
 
 #: on a stream request (meshkit): the segments the caller takes before it grants more credit
 X_STREAM_WINDOW = "x-stream-window"
+#: on a stream request (meshkit): the bytes of data the caller takes before it grants more credit
+X_STREAM_WINDOW_BYTES = "x-stream-window-bytes"
 #: on a stream request (meshkit): the caller's idle allowance between segments, in milliseconds
 X_STREAM_IDLE = "x-stream-idle"
 #: on a segment to a reader in another app (meshkit): its number in the stream, from 0, terminal included

@@ -130,7 +130,7 @@ class Outlet:
 
     def put(self, body: Any, headers: dict[str, str] | None, status: int) -> None:
         """Send one data segment now (the caller checked `open`)."""
-        size = _size(body)
+        size = segment_size(body)
         run = self._run
         if run is not None and status == 200 and headers is not None and len(headers) == 1:
             if not run:  # the first of a run: it leaves at the end of this loop turn, or when full
@@ -213,7 +213,7 @@ class StreamStalled(Exception):
     """The consumer granted no credit within its idle allowance."""
 
 
-def _size(body: Any) -> int:
+def segment_size(body: Any) -> int:
     """The bytes of a segment's data, as counted for the window and the metrics."""
     if isinstance(body, bytes | bytearray):
         return len(body)

@@ -24,7 +24,7 @@ from meshkit.core._context import INLINE, NO_DEADLINE, PROCESS, EventContext, cu
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._functions import FunctionSpec
-from meshkit.core._markers import X_STREAM_IDLE, X_STREAM_WINDOW
+from meshkit.core._markers import X_STREAM_IDLE, X_STREAM_WINDOW, X_STREAM_WINDOW_BYTES
 from meshkit.core._outlet import Outlet
 from meshkit.core._producer import refusal, run_stream, stream_terms
 from meshkit.core._seams import Span, Tracer
@@ -274,6 +274,7 @@ class FunctionPool:
         headers = dict(event.headers)
         if X_STREAM_WINDOW in headers:  # a stream request to a function that answers once: not its business
             del headers[X_STREAM_WINDOW]
+            headers.pop(X_STREAM_WINDOW_BYTES, None)
             headers.pop(X_STREAM_IDLE, None)
         headers["my_route"] = spec.route
         if event.trace_id is not None:
@@ -341,7 +342,7 @@ class FunctionPool:
         hub = self._streams
         if terms is None or hub is None:  # asked for one reply: the engines' 406, and it never runs
             return self._reply(event, started, 406, refusal(self.spec.route), "StreamRequired")
-        window, idle = terms
+        window, window_bytes, idle = terms
         try:
             arguments = self._arguments(event, instance)
         except Exception as exc:  # a body its model refuses: one error reply, before any segment
@@ -351,7 +352,7 @@ class FunctionPool:
             event,
             self.spec.route,
             window=window,
-            window_bytes=hub.window_bytes,
+            window_bytes=window_bytes,
             idle=idle,
             numbered=event.reply_to != hub.inbox,
         )

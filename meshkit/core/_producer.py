@@ -12,8 +12,13 @@ from typing import Any
 
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._functions import FunctionSpec
-from meshkit.core._markers import STREAM_CALLER_REQUIRED, X_STREAM_IDLE, X_STREAM_WINDOW
-from meshkit.core._outlet import Outlet, StreamCancelled, StreamStalled
+from meshkit.core._markers import (
+    STREAM_CALLER_REQUIRED,
+    X_STREAM_IDLE,
+    X_STREAM_WINDOW,
+    X_STREAM_WINDOW_BYTES,
+)
+from meshkit.core._outlet import DEFAULT_WINDOW_BYTES, Outlet, StreamCancelled, StreamStalled
 from meshkit.core._writer import EventStreamWriter
 
 log = logging.getLogger("meshkit.streams")
@@ -21,17 +26,19 @@ log = logging.getLogger("meshkit.streams")
 Failure = Callable[[EventEnvelope, BaseException], tuple[int, Any, str]]
 
 MAX_WINDOW = 65_536
+MAX_WINDOW_BYTES = 1 << 30
 #: bytes of data a generator that never awaits sends before the producer lets the loop run: a pipeline
 #: of full records (the transport sends what a loop turn queued, at its end, 64 KB to a record)
 BURST_BYTES = 48 * 1024
 DEFAULT_IDLE = 30.0  # seconds: a request with no idle allowance of its own (it cannot say one)
 
 
-def stream_terms(event: EventEnvelope) -> tuple[int, float] | None:
-    """The window and idle allowance a stream request asks for (taken off its headers); None: it is not
-    one (a `request()` to a function that streams, or a drop-and-forget event)."""
+def stream_terms(event: EventEnvelope) -> tuple[int, int, float] | None:
+    """The window (segments, bytes) and idle allowance a stream request asks for, taken off its headers;
+    None: it is not one (a `request()` to a function that streams, or a drop-and-forget event)."""
     headers = event.headers
     window = headers.pop(X_STREAM_WINDOW, None)
+    window_bytes = headers.pop(X_STREAM_WINDOW_BYTES, None)
     idle = headers.pop(X_STREAM_IDLE, None)
     if window is None or event.reply_to is None or event.cid is None:
         return None
@@ -40,10 +47,14 @@ def stream_terms(event: EventEnvelope) -> tuple[int, float] | None:
     except ValueError:
         return None
     try:
+        size = max(1, min(MAX_WINDOW_BYTES, int(window_bytes))) if window_bytes else DEFAULT_WINDOW_BYTES
+    except ValueError:
+        size = DEFAULT_WINDOW_BYTES
+    try:
         seconds = max(0.001, int(idle) / 1000) if idle is not None else DEFAULT_IDLE
     except ValueError:
         seconds = DEFAULT_IDLE
-    return segments, seconds
+    return segments, size, seconds
 
 
 def refusal(route: str) -> str:

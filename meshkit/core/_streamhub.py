@@ -14,7 +14,14 @@ from meshkit.core._address import Address
 from meshkit.core._envelope import EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
 from meshkit.core._eventstream import Arrivals, LocalStream
-from meshkit.core._markers import CANCEL, CREDIT, X_STREAM_CONTROL, X_STREAM_IDLE, X_STREAM_WINDOW
+from meshkit.core._markers import (
+    CANCEL,
+    CREDIT,
+    X_STREAM_CONTROL,
+    X_STREAM_IDLE,
+    X_STREAM_WINDOW,
+    X_STREAM_WINDOW_BYTES,
+)
 from meshkit.core._outlet import DEFAULT_WINDOW_BYTES, Outlet
 
 log = logging.getLogger("meshkit.streams")
@@ -35,7 +42,7 @@ class StreamHub:
     ) -> None:
         self.inbox = inbox
         self.send = dispatch  # an outlet's segments: raises AppError when the caller cannot be reached
-        self.window_bytes = window_bytes
+        self.window_bytes = window_bytes  # what the streams this platform reads take before granting more
         self.readers: dict[str, Arrivals] = {}
         self.outlets: dict[str, Outlet] = {}
         self._dispatch = dispatch
@@ -51,6 +58,7 @@ class StreamHub:
         cid = event.cid = new_event_id()
         event.reply_to = self.inbox
         event.headers[X_STREAM_WINDOW] = str(window)
+        event.headers[X_STREAM_WINDOW_BYTES] = str(self.window_bytes)
         event.headers[X_STREAM_IDLE] = str(max(1, int(idle * 1000)))
         deadline = time.perf_counter() + idle  # for its first segment: a queued request expires unrun
         if event.deadline is None or deadline < event.deadline:
@@ -69,7 +77,7 @@ class StreamHub:
         def control(kind: str, segments: int) -> None:
             self._control(cid, kind, segments)
 
-        arrivals = self.readers[cid] = Arrivals(cid, route, window, control)
+        arrivals = self.readers[cid] = Arrivals(cid, route, window, self.window_bytes, control)
         return LocalStream(arrivals, idle=idle, control=control, forget=self._forget, caller_cid=caller_cid)
 
     def _control(self, cid: str, kind: str, segments: int) -> None:

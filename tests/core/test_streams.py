@@ -427,3 +427,14 @@ async def test_a_run_of_segments_unpacks_in_order_and_a_bad_run_ends_the_stream_
             hub.arrive(EventEnvelope(platform.inbox, body, headers, cid=cid))
             [failed] = await collect(bad)
             assert failed.status == 502 and "run of segments" in failed.body["message"]
+
+
+async def test_big_segments_under_the_default_window_flow_without_waiting_out_the_idle_allowance() -> None:
+    # 64 KB segments fill the 4 MiB byte window at 64 segments, long before a quarter of 4096 segments:
+    # the reader grants credit by bytes too, or the producer would wait for its idle allowance
+    async with running_platform(functions=streaming.functions) as platform:
+        stream = PostOffice(platform).stream("stream.endless", {"size": 65_536}, timeout=2)
+        segments = [await anext(stream) for _ in range(500)]
+        await stream.aclose()
+    assert [stream_signal(s) for s in segments] == [DATA] * 500
+    assert streaming.STATE["peak_outstanding"] <= 64
