@@ -116,6 +116,11 @@ class Outlet:
 
     # -- to the consumer -------------------------------------------------------------------------------
     @property
+    def outstanding(self) -> int:
+        """Data segments sent and not yet credited by the consumer."""
+        return len(self._sizes)
+
+    @property
     def open(self) -> bool:
         """Whether a data segment may go now: not cancelled, and the consumer less than a window behind."""
         return self.cancelled is None and len(self._sizes) < self.window and self._held < self.window_bytes

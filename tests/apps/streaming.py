@@ -51,7 +51,7 @@ async def endless(body: dict[str, Any] | None) -> AsyncIterator[Any]:
             yield segment(index, size) if size else index
             index += 1
             STATE["produced"] += 1
-            outstanding = max((len(o._sizes) for o in current_platform().streams.outlets.values()), default=0)
+            outstanding = max((o.outstanding for o in current_platform().streams.outlets.values()), default=0)
             STATE["peak_outstanding"] = max(STATE["peak_outstanding"], outstanding)
     finally:
         STATE["stopped"] += 1
