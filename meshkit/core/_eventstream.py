@@ -193,10 +193,6 @@ class LocalStream(EventStream):
         self._expected = 0  # the number the next numbered segment must carry
         self._credited = False  # credit was just granted
 
-    @property
-    def ended(self) -> bool:
-        return self._arrivals.done
-
     async def __anext__(self) -> EventEnvelope:
         segment = await self.within(None)
         assert segment is not None  # with no bound of its own, it waits until the idle allowance ends

@@ -103,9 +103,13 @@ class Platform:
         self.retry_budget = budget_from_config(self.config)
         self._failover = Failover(self._pending, self._deadlines, self.retry, self.retry_budget)
         self.late_replies = 0  # replies that came after their caller stopped waiting: dropped
-        self.stream_window = max(1, self.config.get_int("stream.window", DEFAULT_WINDOW))
-        window_bytes = max(1, self.config.get_int("stream.window.bytes", DEFAULT_WINDOW_BYTES))
-        self.streams = StreamHub(self.inbox, self.dispatch, self._targets, window_bytes=window_bytes)
+        self.streams = StreamHub(
+            self.inbox,
+            self.dispatch,
+            self._targets,
+            window=max(1, self.config.get_int("stream.window", DEFAULT_WINDOW)),
+            window_bytes=max(1, self.config.get_int("stream.window.bytes", DEFAULT_WINDOW_BYTES)),
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -425,7 +429,7 @@ class Platform:
         def submit(request: EventEnvelope) -> None:
             self.dispatch(request, external=external)
 
-        return self.streams.open(event, idle, self.stream_window, submit)
+        return self.streams.open(event, idle, submit)
 
     def note_target(self, event: EventEnvelope, origin: str) -> None:
         """Remember where a pending request of ours went, so it can fail at once if that app leaves."""

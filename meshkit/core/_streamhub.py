@@ -22,7 +22,7 @@ from meshkit.core._markers import (
     X_STREAM_WINDOW,
     X_STREAM_WINDOW_BYTES,
 )
-from meshkit.core._outlet import DEFAULT_WINDOW_BYTES, Outlet
+from meshkit.core._outlet import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES, Outlet
 
 log = logging.getLogger("meshkit.streams")
 
@@ -30,7 +30,7 @@ log = logging.getLogger("meshkit.streams")
 class StreamHub:
     """The streams of one platform: `readers` it consumes, `outlets` its functions produce."""
 
-    __slots__ = ("_dispatch", "_targets", "inbox", "outlets", "readers", "send", "window_bytes")
+    __slots__ = ("_dispatch", "_targets", "inbox", "outlets", "readers", "send", "window", "window_bytes")
 
     def __init__(
         self,
@@ -38,32 +38,32 @@ class StreamHub:
         dispatch: Callable[[EventEnvelope], None],
         targets: dict[str, str],
         *,
+        window: int = DEFAULT_WINDOW,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
     ) -> None:
         self.inbox = inbox
         self.send = dispatch  # an outlet's segments: raises AppError when the caller cannot be reached
-        self.window_bytes = window_bytes  # what the streams this platform reads take before granting more
+        # what a stream this platform reads may have on its way before its producer waits for credit
+        self.window, self.window_bytes = window, window_bytes
         self.readers: dict[str, Arrivals] = {}
         self.outlets: dict[str, Outlet] = {}
         self._dispatch = dispatch
         self._targets = targets  # the platform's: cid -> the remote origin a request of ours went to
 
     # -- reading -------------------------------------------------------------------------------------------
-    def open(
-        self, event: EventEnvelope, idle: float, window: int, submit: Callable[[EventEnvelope], None]
-    ) -> LocalStream:
+    def open(self, event: EventEnvelope, idle: float, submit: Callable[[EventEnvelope], None]) -> LocalStream:
         """Send a stream request and return the stream its segments arrive on; a refusal (an unknown route,
         a full queue) arrives in-band as its one reply."""
         caller_cid = event.cid
         cid = event.cid = new_event_id()
         event.reply_to = self.inbox
-        event.headers[X_STREAM_WINDOW] = str(window)
+        event.headers[X_STREAM_WINDOW] = str(self.window)
         event.headers[X_STREAM_WINDOW_BYTES] = str(self.window_bytes)
         event.headers[X_STREAM_IDLE] = str(max(1, int(idle * 1000)))
         deadline = time.perf_counter() + idle  # for its first segment: a queued request expires unrun
         if event.deadline is None or deadline < event.deadline:
             event.deadline = deadline
-        stream = self.reader(cid, event.to, idle, window, caller_cid)
+        stream = self.reader(cid, event.to, idle, caller_cid)
         try:
             submit(event)
         except AppError as exc:
@@ -71,13 +71,11 @@ class StreamHub:
             self.readers[cid].push(refusal)
         return stream
 
-    def reader(
-        self, cid: str, route: str | None, idle: float, window: int, caller_cid: str | None
-    ) -> LocalStream:
+    def reader(self, cid: str, route: str | None, idle: float, caller_cid: str | None) -> LocalStream:
         def control(kind: str, segments: int) -> None:
             self._control(cid, kind, segments)
 
-        arrivals = self.readers[cid] = Arrivals(cid, route, window, self.window_bytes, control)
+        arrivals = self.readers[cid] = Arrivals(cid, route, self.window, self.window_bytes, control)
         return LocalStream(arrivals, idle=idle, control=control, forget=self._forget, caller_cid=caller_cid)
 
     def _control(self, cid: str, kind: str, segments: int) -> None:

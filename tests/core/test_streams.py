@@ -84,7 +84,7 @@ async def test_break_stops_the_producer() -> None:
         await eventually(lambda: streaming.STATE["stopped"] == 1)
         assert not platform.streams.outlets and not platform.streams.readers
         # the producer ran ahead at most one window of the reader
-        assert streaming.STATE["produced"] <= seen + platform.stream_window + 1
+        assert streaming.STATE["produced"] <= seen + platform.streams.window + 1
 
 
 @pytest.mark.parametrize("how", ["aclose", "async with", "data() and break", "dropped"])
@@ -373,12 +373,12 @@ async def test_a_segment_with_an_unknown_marker_is_skipped_and_a_flood_is_stoppe
     async with running_platform(functions=[], properties={"stream.window": "4"}) as platform:
         hub = platform.streams
         stream = platform.stream(EventEnvelope("nobody.home"), 2.0)  # in-band 404, then we feed it by hand
-        reader = hub.reader("fake-cid", "fake.route", 2.0, 4, None)
+        reader = hub.reader("fake-cid", "fake.route", 2.0, None)
         hub.arrive(EventEnvelope(platform.inbox, 1, {"x-event-stream": "DATA"}, cid="fake-cid"))
         hub.arrive(EventEnvelope(platform.inbox, 2, {"x-event-stream": "sideways"}, cid="fake-cid"))
         hub.arrive(EventEnvelope(platform.inbox, 3, {"X-Event-Stream": "eof"}, cid="fake-cid"))
         assert [(stream_signal(s), s.body) for s in await collect(reader)] == [(DATA, 1), (EOF, 3)]
-        flooded = hub.reader("flood-cid", "fake.route", 2.0, 4, None)
+        flooded = hub.reader("flood-cid", "fake.route", 2.0, None)
         for index in range(100):  # a producer that ignores the window of 4
             hub.arrive(EventEnvelope(platform.inbox, index, {"x-event-stream": "data"}, cid="flood-cid"))
         segments = await collect(flooded)
@@ -392,7 +392,7 @@ async def test_a_numbered_segment_lost_or_out_of_order_ends_the_stream_with_502(
         hub = platform.streams
         for numbers, expected in (([0, 1, 2], [DATA, DATA, EOF]), ([0, 2, 3], [DATA, EXCEPTION])):
             cid = f"numbered-{numbers}"
-            reader = hub.reader(cid, "far.away", 2.0, 8, None)
+            reader = hub.reader(cid, "far.away", 2.0, None)
             for position, number in enumerate(numbers):
                 marker = "eof" if position == len(numbers) - 1 else "data"
                 headers = {"x-event-stream": marker, "x-stream-seq": str(number)}
@@ -406,7 +406,7 @@ async def test_a_numbered_segment_lost_or_out_of_order_ends_the_stream_with_502(
 async def test_a_run_of_segments_unpacks_in_order_and_a_bad_run_ends_the_stream_with_502() -> None:
     async with running_platform(functions=[]) as platform:
         hub = platform.streams
-        reader = hub.reader("run-cid", "far.away", 2.0, 64, None)
+        reader = hub.reader("run-cid", "far.away", 2.0, None)
         run = {"x-event-stream": "data", "x-stream-run": "3", "x-stream-seq": "0"}
         traced = EventEnvelope(platform.inbox, ["a", "b", "c"], run, cid="run-cid", trace_id="t-1")
         hub.arrive(traced)
@@ -422,7 +422,7 @@ async def test_a_run_of_segments_unpacks_in_order_and_a_bad_run_ends_the_stream_
         assert {s.trace_id for s in segments[:3]} == {"t-1"}
         assert all("x-stream-run" not in s.headers for s in segments)
         for cid, body, count in (("short", ["a"], "2"), ("not-a-list", "abc", "3"), ("empty", [], "0")):
-            bad = hub.reader(cid, "far.away", 2.0, 64, None)
+            bad = hub.reader(cid, "far.away", 2.0, None)
             headers = {"x-event-stream": "data", "x-stream-run": count, "x-stream-seq": "0"}
             hub.arrive(EventEnvelope(platform.inbox, body, headers, cid=cid))
             [failed] = await collect(bad)
