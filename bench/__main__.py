@@ -1,6 +1,7 @@
-"""`python -m bench [--json] [--only inprocess,http,mesh,streams,rolling] [--payloads 200,10240,204800]
-[--repeat 3] [--loop uvloop|asyncio]`
+"""`python -m bench [--json] [--only inprocess,http,endpoint,mesh,streams,rolling]
+[--payloads 200,10240,204800] [--repeat 3] [--loop uvloop|asyncio]`
 
+"endpoint" is `python -m bench.endpoint` (a plain FastAPI endpoint in a bare app and in a meshkit app).
 "streams" is `python -m bench.streams` (segments/s of 200 B segments over the mesh and over HTTP, beside
 their floors) with its defaults but `--repeat` and `--bootstrap`; run it alone for its own options.
 "rolling" is `python -m bench.rolling` with its defaults (requests lost in a rolling restart under load);
@@ -26,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per line (BENCH.md)")
     parser.add_argument(
         "--only",
-        default="inprocess,http,mesh,streams,rolling",
-        help="comma list of: inprocess, http, mesh, streams, rolling",
+        default="inprocess,http,endpoint,mesh,streams,rolling",
+        help="comma list of: inprocess, http, endpoint, mesh, streams, rolling",
     )
     parser.add_argument("--payloads", default="200,10240,204800", help="mesh payload sizes in bytes")
     parser.add_argument(
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import event_http
 
             figures += event_http.run(args.repeat)
+        elif part == "endpoint":
+            from bench import endpoint
+
+            figures += endpoint.run(args.repeat)
         elif part == "mesh":
             from bench import mesh
 

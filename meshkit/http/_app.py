@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from meshkit.config import AppConfig
 from meshkit.connectors import connector_kind, make_connector
@@ -17,6 +18,7 @@ from meshkit.core import FunctionSpec, Platform, default_registry
 from meshkit.http._actuators import AdditionalInfo, actuator_router
 from meshkit.http._client import EventOverHttp
 from meshkit.http._health import HealthMonitor
+from meshkit.http._routes import ExactRoute, add_routes, settle_routes
 from meshkit.http._server import event_router
 from meshkit.observe import Tracer, install_metrics, install_tracing, instrument, setup_logging
 
@@ -108,14 +110,21 @@ def install(
     tracer = equip(platform)
     health = HealthMonitor(platform)
     app.state.platform = platform
-    app.include_router(actuator_router(platform, health, additional_info))
-    app.include_router(event_router(platform))
-    install_metrics(app, platform)  # GET /metrics
+    # the routes themselves, not the routers (an included router is matched again on every request in
+    # FastAPI 0.16x), behind one lookup by path (meshkit/http/_routes.py)
+    start = len(app.router.routes)
+    app.router.routes.extend(actuator_router(platform, health, additional_info).routes)
+    app.router.routes.extend(event_router(platform).routes)
+    install_metrics(app, platform, ExactRoute)  # GET /metrics
+    own = [route for route in app.router.routes[start:] if isinstance(route, APIRoute)]
+    del app.router.routes[start:]
+    add_routes(app, own)
     install_tracing(app, tracer)  # X-Trace-Id / traceparent at the HTTP edge
     user_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
+        settle_routes(application)  # the app's own routes are all there now
         await platform.start()
         try:
             if joins:

@@ -18,6 +18,7 @@ from meshkit.core import (
     encode,
     utc_now_iso,
 )
+from meshkit.http._routes import ExactRoute
 from meshkit.http._streaming import relay, streams
 from meshkit.observe import trace_response_header
 from meshkit.security import KEY_HEADER, MeshKeys
@@ -35,7 +36,7 @@ class _TooLarge(Exception):
 
 
 def event_router(platform: Platform) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=ExactRoute)
     limit = platform.config.get_int("max.event.size", 16 * 1024 * 1024)
     keys = MeshKeys(platform.config)
 

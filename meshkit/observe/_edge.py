@@ -56,28 +56,33 @@ class TracingMiddleware:
             parent_span = otel.span_id(edge)  # type: ignore[union-attr]
         if trace_id is None:
             trace_id = new_trace_id()
+        trace_header = (b"x-trace-id", trace_id.encode("latin-1"))
+        token = current_event.set(EventContext("", trace_id, trace_path))
+        span_token = current_span.set(parent_span)
+        if edge is None:  # the usual case: no OpenTelemetry span to end with the response's status
+            try:
+                await self.app(scope, receive, _with_header(send, trace_header))
+            finally:
+                current_span.reset(span_token)
+                current_event.reset(token)
+            return
         status = 500
 
         async def send_with_trace(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = message.setdefault("headers", [])
-                if not any(name.lower() == b"x-trace-id" for name, _ in headers):
-                    headers.append((b"x-trace-id", trace_id.encode("latin-1")))
-            await send(message)
+            await sending(message)
 
-        token = current_event.set(EventContext("", trace_id, trace_path))
-        span_token = current_span.set(parent_span)
-        otel_token = otel.attach(edge) if edge is not None else None  # type: ignore[union-attr]
+        sending = _with_header(send, trace_header)
+        otel_token = otel.attach(edge)  # type: ignore[union-attr]
         try:
             await self.app(scope, receive, send_with_trace)
         finally:
             current_span.reset(span_token)
             current_event.reset(token)
-            if edge is not None:
-                otel.detach(otel_token)  # type: ignore[union-attr]
-                otel.end_edge(edge, status)  # type: ignore[union-attr]
+            otel.detach(otel_token)  # type: ignore[union-attr]
+            otel.end_edge(edge, status)  # type: ignore[union-attr]
 
     def _incoming(self, given: str | None, parent: str | None) -> tuple[str | None, str | None]:
         """The trace id and the caller's span from the request headers (None, None: start a new trace)."""
@@ -94,6 +99,22 @@ class TracingMiddleware:
             elif trace_id is None or trace_id.lower() == parsed[0]:
                 trace_id, parent_span = trace_id or parsed[0], parsed[1]
         return trace_id, parent_span
+
+
+def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
+    """`send`, with the trace's header on the response unless the app set one."""
+
+    async def send_with_header(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.setdefault("headers", [])
+            for name, _ in headers:  # ASGI header names are lowercase
+                if name == b"x-trace-id":
+                    break
+            else:
+                headers.append(header)
+        await send(message)
+
+    return send_with_header
 
 
 def install_tracing(app: Any, tracer: Tracer) -> None:
