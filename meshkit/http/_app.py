@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from meshkit.config import AppConfig
 from meshkit.connectors import connector_kind, make_connector
@@ -116,7 +116,7 @@ def install(
     app.router.routes.extend(actuator_router(platform, health, additional_info).routes)
     app.router.routes.extend(event_router(platform).routes)
     install_metrics(app, platform, ExactRoute)  # GET /metrics
-    own = [route for route in app.router.routes[start:] if isinstance(route, APIRoute)]
+    own = [route for route in app.router.routes[start:] if isinstance(route, Route)]
     del app.router.routes[start:]
     add_routes(app, own)
     install_tracing(app, tracer)  # X-Trace-Id / traceparent at the HTTP edge

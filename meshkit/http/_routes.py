@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
-from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
 
@@ -32,9 +32,9 @@ class ExactRoute(APIRoute):
 class RouteTable(BaseRoute):
     """meshkit's routes by path: a request for one of them is handed to it after one dict lookup."""
 
-    def __init__(self, routes: Sequence[APIRoute]) -> None:
+    def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = list(routes)
-        self._by_path: dict[str, list[APIRoute]] = {}
+        self._by_path: dict[str, list[Route]] = {}
         for route in self.routes:
             self._by_path.setdefault(route.path, []).append(route)
 
@@ -46,7 +46,9 @@ class RouteTable(BaseRoute):
             return Match.NONE, {}
         partial: tuple[Match, Scope] | None = None
         for route in candidates:
-            match, child_scope = route.matches(scope)  # it puts itself in the child scope as "route"
+            match, child_scope = route.matches(scope)
+            if match is not Match.NONE:
+                child_scope.setdefault("route", route)  # an APIRoute puts itself there; a plain one not
             if match is Match.FULL:
                 return match, child_scope
             if match is Match.PARTIAL and partial is None:
@@ -60,7 +62,7 @@ class RouteTable(BaseRoute):
         raise NoMatchFound(name, path_params)  # the routes themselves answer, at the end of the list
 
 
-def add_routes(app: FastAPI, routes: Sequence[APIRoute]) -> None:
+def add_routes(app: FastAPI, routes: Sequence[Route]) -> None:
     """Serve `routes` in `app` through a RouteTable; they move behind the app's own when it starts."""
     table = RouteTable(routes)
     app.router.routes.insert(0, table)
