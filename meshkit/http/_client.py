@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from meshkit.core import AppError, CodecError, EventEnvelope, EventStream, Platform, decode, encode
@@ -52,12 +51,13 @@ class EventOverHttp:
         headers = {"content-type": "application/octet-stream", "x-ttl": str(max(1000, int(timeout * 1000)))}
         headers.update(trace_headers(event))  # X-Trace-Id, traceparent; the envelope carries the trace too
         session = self._open()
-        from aiohttp import ClientError  # loaded by _open
+        from aiohttp import ClientError, ClientTimeout  # loaded by _open
 
         try:
-            async with asyncio.timeout(timeout):
-                async with session.post(endpoint, data=encode(event), headers=headers) as response:
-                    status, data = response.status, await response.read()
+            # aiohttp's own timer covers the whole exchange, the body's read included: no second one
+            limit = ClientTimeout(total=timeout)
+            async with session.post(endpoint, data=encode(event), headers=headers, timeout=limit) as response:
+                status, data = response.status, await response.read()
         except TimeoutError:
             return _timed_out(
                 event, f"Route {event.to} at {endpoint} timeout for {timeout:g} s", timeout_as_reply

@@ -440,6 +440,37 @@ async def test_postoffice_raises_timeout_error_for_408(platform: Platform, serve
         )
 
 
+@pytest.mark.parametrize("answers", ["nothing", "headers only"])
+async def test_a_peer_that_never_answers_costs_the_caller_its_timeout_and_no_more(
+    platform: Platform, answers: str
+) -> None:
+    """The caller's own deadline, not the server's: a port that accepts and never replies, or that sends
+    its headers and then no body."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        if answers == "headers only":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+            await writer.drain()
+
+    listener = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await PostOffice(platform).request(
+                "test.echo", timeout=0.5, endpoint=f"http://127.0.0.1:{port}/api/event"
+            )
+        assert 0.45 < time.monotonic() - started < 3
+    finally:
+        for writer in held:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()
+
+
 async def test_postoffice_gives_a_408_envelope_when_asked(platform: Platform, server: UvicornProcess) -> None:
     reply = await PostOffice(platform).request(
         "test.slow", headers={"seconds": "3"}, timeout=1.0, endpoint=server.event_url, timeout_as_reply=True
