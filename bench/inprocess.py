@@ -11,12 +11,16 @@ from meshkit import AppConfig, FunctionRegistry, Platform, PostOffice
 PAYLOAD = b"x" * 200
 
 
-async def floor_figure() -> Figure:
+async def floor_figure(*, awaits: bool = False) -> Figure:
+    """The in-process floor; `awaits`: each worker awaits once before it answers (BENCH.md's "in-process,
+    awaiting": the floor for a handler that awaits anything)."""
     queue: asyncio.Queue[tuple[bytes, asyncio.Future[bytes]]] = asyncio.Queue()
 
     async def worker() -> None:
         while True:
             body, future = await queue.get()
+            if awaits:
+                await asyncio.sleep(0)
             future.set_result(body)
 
     workers = [asyncio.create_task(worker()) for _ in range(IN_FLIGHT)]
@@ -28,7 +32,9 @@ async def floor_figure() -> Figure:
         return await future
 
     try:
-        return await measure("in-process floor", len(PAYLOAD), call)
+        return await measure(
+            "in-process floor, awaiting" if awaits else "in-process floor", len(PAYLOAD), call
+        )
     finally:
         for task in workers:
             task.cancel()
@@ -68,4 +74,6 @@ async def meshkit_figures() -> list[Figure]:
 
 async def run() -> list[Figure]:
     floor = await floor_figure()
-    return [floor, *(figure.against(floor) for figure in await meshkit_figures())]
+    awaiting_floor = await floor_figure(awaits=True)
+    plain, awaiting = await meshkit_figures()
+    return [floor, plain.against(floor), awaiting_floor, awaiting.against(awaiting_floor)]
