@@ -51,6 +51,10 @@ _COMPACT_KEYS = {
 }
 
 
+#: the values the codec takes as they are; anything else goes through `to_plain` first
+PLAIN = (str, int, float, bool, bytes, type(None), dict, list)
+
+
 def to_plain(value: Any) -> Any:
     """Turn a body into MsgPack-native data (models, datetimes, enums, uuids, sets, tuples included)."""
     if value is None or isinstance(value, str | int | float | bool | bytes):

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from meshkit.core._codec import to_plain
+from meshkit.core._codec import PLAIN, to_plain
 from meshkit.core._context import INLINE, NO_DEADLINE, PROCESS, EventContext, current_event, stamp
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
@@ -35,7 +35,6 @@ log = logging.getLogger("meshkit.worker")
 
 Deliver = Callable[[EventEnvelope], None]  # sends a reply on its way (the platform's deliver_reply)
 
-_PLAIN = (str, int, float, bool, bytes, type(None), dict, list)
 _DONE = object()  # a coroutine that finished in its first step
 
 
@@ -413,7 +412,7 @@ class FunctionPool:
         headers = None
         if type(result) is EventEnvelope:
             status, headers, result = result.status, result.headers or None, result.body
-        if not isinstance(result, _PLAIN):  # a model or a datetime: plain data, as on the wire
+        if not isinstance(result, PLAIN):  # a model or a datetime: plain data, as on the wire
             try:
                 result = to_plain(result)
             except ValueError as exc:

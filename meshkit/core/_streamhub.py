@@ -30,7 +30,7 @@ log = logging.getLogger("meshkit.streams")
 class StreamHub:
     """The streams of one platform: `readers` it consumes, `outlets` its functions produce."""
 
-    __slots__ = ("_dispatch", "_targets", "inbox", "outlets", "readers", "send", "window", "window_bytes")
+    __slots__ = ("_targets", "inbox", "outlets", "readers", "send", "window", "window_bytes")
 
     def __init__(
         self,
@@ -42,12 +42,11 @@ class StreamHub:
         window_bytes: int = DEFAULT_WINDOW_BYTES,
     ) -> None:
         self.inbox = inbox
-        self.send = dispatch  # an outlet's segments: raises AppError when the caller cannot be reached
+        self.send = dispatch  # segments and controls: raises AppError when the other side cannot be reached
         # what a stream this platform reads may have on its way before its producer waits for credit
         self.window, self.window_bytes = window, window_bytes
         self.readers: dict[str, Arrivals] = {}
         self.outlets: dict[str, Outlet] = {}
-        self._dispatch = dispatch
         self._targets = targets  # the platform's: cid -> the remote origin a request of ours went to
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -83,7 +82,7 @@ class StreamHub:
         to = Address.inbox(origin) if origin is not None else self.inbox
         event = EventEnvelope(to, segments, {X_STREAM_CONTROL: kind}, cid=cid, sender=self.inbox)
         try:
-            self._dispatch(event)
+            self.send(event)
         except Exception as exc:  # the producer's app is gone: its stream ends there without us
             log.debug("Stream %s: %s not delivered: %s", cid, kind, exc)
         if kind == CANCEL:

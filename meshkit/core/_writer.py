@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from meshkit.core._codec import to_plain
+from meshkit.core._codec import PLAIN, to_plain
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._markers import DATA, EOF, EXCEPTION, X_EVENT_NAME, X_EVENT_STREAM, X_TTL, error_body
 from meshkit.core._outlet import Outlet
 
 log = logging.getLogger("meshkit.streams")
-
-_PLAIN = (str, bytes, int, float, bool, type(None), dict, list)
 
 
 class EventStreamWriter:
@@ -131,7 +129,7 @@ class EventStreamWriter:
                 headers = {X_EVENT_STREAM: DATA}
                 if name:
                     headers[X_EVENT_NAME] = name
-                return (segment if isinstance(segment, _PLAIN) else to_plain(segment)), headers, 200
+                return _plain(segment), headers, 200
             headers = {}
         if not self._head_sent:
             self._head_sent = True
@@ -142,8 +140,8 @@ class EventStreamWriter:
             headers[X_EVENT_STREAM] = DATA
         if name:
             headers[X_EVENT_NAME] = name
-        return (segment if isinstance(segment, _PLAIN) else to_plain(segment)), headers, status
+        return _plain(segment), headers, status
 
 
 def _plain(body: Any) -> Any:
-    return body if isinstance(body, _PLAIN) else to_plain(body)
+    return body if isinstance(body, PLAIN) else to_plain(body)

@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from meshkit.config import masked
 from meshkit.core import Platform, elapsed_text, iso_utc_ms
 from meshkit.http._health import HealthMonitor
-from meshkit.http._routes import ExactRoute
 from meshkit.security import KEY_HEADER, MeshKeys
 
 log = logging.getLogger("meshkit.actuators")
@@ -28,7 +27,7 @@ AdditionalInfo = Callable[[], Awaitable[dict[str, Any]]]
 def actuator_router(
     platform: Platform, health: HealthMonitor, additional_info: AdditionalInfo | None = None
 ) -> APIRouter:
-    router = APIRouter(tags=["actuators"], route_class=ExactRoute)
+    router = APIRouter(tags=["actuators"])
     keys = MeshKeys(platform.config)
     protected = platform.config.get_bool("protect.info.endpoints", False)
 

@@ -18,7 +18,7 @@ from meshkit.core import FunctionSpec, Platform, default_registry
 from meshkit.http._actuators import AdditionalInfo, actuator_router
 from meshkit.http._client import EventOverHttp
 from meshkit.http._health import HealthMonitor
-from meshkit.http._routes import ExactRoute, add_routes, settle_routes
+from meshkit.http._routes import add_routes, settle_routes
 from meshkit.http._server import event_router
 from meshkit.observe import Tracer, install_metrics, install_tracing, instrument, setup_logging
 
@@ -115,7 +115,7 @@ def install(
     start = len(app.router.routes)
     app.router.routes.extend(actuator_router(platform, health, additional_info).routes)
     app.router.routes.extend(event_router(platform).routes)
-    install_metrics(app, platform, ExactRoute)  # GET /metrics
+    install_metrics(app, platform)  # GET /metrics
     own = [route for route in app.router.routes[start:] if isinstance(route, Route)]
     del app.router.routes[start:]
     add_routes(app, own)

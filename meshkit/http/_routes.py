@@ -14,19 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
-
-
-class ExactRoute(APIRoute):
-    """An APIRoute on a path without parameters that turns other paths away with a string comparison."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http" and not scope["path"].endswith(self.path):
-            return Match.NONE, {}  # whatever the root path, the route's path ends the request's
-        return super().matches(scope)
 
 
 class RouteTable(BaseRoute):

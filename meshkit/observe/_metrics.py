@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
-from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -163,13 +162,11 @@ def make_registry(platform: Platform) -> CollectorRegistry:
     return registry
 
 
-def install_metrics(
-    app: FastAPI, platform: Platform, route_class: type[APIRoute] = APIRoute
-) -> CollectorRegistry:
+def install_metrics(app: FastAPI, platform: Platform) -> CollectorRegistry:
     """A registry of the app's own (``app.state.metrics_registry``) and ``GET /metrics``."""
     registry = make_registry(platform)
     app.state.metrics_registry = registry
-    router = APIRouter(tags=["actuators"], route_class=route_class)
+    router = APIRouter(tags=["actuators"])
 
     @router.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
