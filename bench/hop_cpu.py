@@ -117,7 +117,7 @@ async def _hops(
             connector.producer.poll(0)  # frees the purged messages
         middle2 = clock()
         for record in records:
-            transport._on_record(record)
+            transport.receive(record)
         ended = clock()
         if n >= hops // 10:
             sending += middle - started

@@ -129,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"meshkit: error: {e}", file=sys.stderr)
         return 2
+    # where the app serves, for what defaults to it (the direct path's address, mesh.direct.address)
+    set_system_properties({**options.properties, "server.host": options.host, "server.port": str(port)})
 
     from meshkit.http import serve  # here, so that parsing and the tests never need a server
 

@@ -140,7 +140,12 @@ def test_run_sets_system_properties_and_takes_the_port_from_the_apps_properties(
             "host": "127.0.0.1",
             "port": 8093,
             "log_level": "info",
-            "system_properties": {"cloud.connector": "kafka"},
+            # where it serves, for what defaults to it (the direct path's address)
+            "system_properties": {
+                "cloud.connector": "kafka",
+                "server.host": "127.0.0.1",
+                "server.port": "8093",
+            },
         }
     ]
 

@@ -451,6 +451,20 @@ class Platform:
             return len(doomed)
         return len(doomed) + self.streams.peer_gone(origin, message, PEER_LOST)
 
+    def waiting(self, cid: str) -> bool:
+        """Whether a request of ours with this cid still awaits its reply."""
+        return cid in self._pending
+
+    def fail_requests(self, cids: Iterable[str], message: str, *, streams_with: str | None = None) -> int:
+        """Answer the pending requests among `cids` with a 503 now (the way they went broke; each is sent
+        again if safe to retry), and end the streams with `streams_with`; how many ended."""
+        doomed = [cid for cid in cids if cid in self._pending and cid in self._targets]
+        for cid in doomed:
+            self.resolve_reply(EventEnvelope(self.inbox, message, status=503, cid=cid, exception=PEER_LOST))
+        if streams_with is None:
+            return len(doomed)
+        return len(doomed) + self.streams.peer_gone(streams_with, message, PEER_LOST)
+
     # One timer for every pending request, not one each: cheaper than call_later + cancel per request.
     def _schedule_sweep(self, when: float) -> None:
         if self._sweep_handle is not None:

@@ -7,6 +7,7 @@ assembles the app (`meshkit.http.install`, `meshkit.testing`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple, Protocol
 
 from meshkit.core._envelope import EventEnvelope
@@ -75,6 +76,13 @@ class LocalBus(Protocol):
     def fail_requests_to(self, origin: str, message: str, *, stalled: bool = False) -> int:
         """Answer every pending request sent to `origin` with a 503 now; how many there were. `stalled`:
         it was ejected as an outlier, not gone (a request not safe to retry keeps waiting)."""
+
+    def waiting(self, cid: str) -> bool:
+        """Whether a request of ours with this cid still awaits its reply."""
+
+    def fail_requests(self, cids: Iterable[str], message: str, *, streams_with: str | None = None) -> int:
+        """Answer the pending requests among `cids` with a 503 now (each sent again if safe to retry), and
+        end the streams with the app `streams_with`; how many ended."""
 
 
 class Span(Protocol):

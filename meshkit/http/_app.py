@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from meshkit.config import AppConfig
 from meshkit.connectors import connector_kind, make_connector
 from meshkit.core import FunctionSpec, Platform, default_registry
 from meshkit.http._actuators import AdditionalInfo, actuator_router
 from meshkit.http._client import EventOverHttp
+from meshkit.http._direct import DIRECT_PATH, DirectEndpoint
 from meshkit.http._health import HealthMonitor
 from meshkit.http._routes import add_routes, settle_routes
 from meshkit.http._server import event_router
@@ -120,6 +121,8 @@ def install(
     del app.router.routes[start:]
     add_routes(app, own)
     install_tracing(app, tracer)  # X-Trace-Id / traceparent at the HTTP edge
+    direct = DirectEndpoint()
+    app.router.routes.append(WebSocketRoute(DIRECT_PATH, direct))  # peers' direct connections
     user_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
@@ -130,7 +133,8 @@ def install(
             if joins:
                 from meshkit.mesh import join_mesh as join  # only an app in a mesh loads it (websockets, ...)
 
-                await join(platform, make_connector(config))
+                node = await join(platform, make_connector(config))
+                direct.links = node.direct
             async with user_lifespan(application) as state:
                 yield state
             await platform.drain()  # done already if `meshkit run` had it drain on SIGTERM

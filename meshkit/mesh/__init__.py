@@ -3,6 +3,8 @@ over a connector; with the pieces of the protocol (docs/protocol/) a control pla
 monitor speaks. It knows connectors only by their protocol, never Kafka or Hazelcast by name.
 """
 
+from meshkit.mesh._direct import PATH as DIRECT_PATH
+from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import (
     DEFAULT_SEGMENT_SIZE,
     EVERYONE,
@@ -11,6 +13,7 @@ from meshkit.mesh._frames import (
     control_record,
     parse,
 )
+from meshkit.mesh._link import Link, LinkClosed, Socket
 from meshkit.mesh._loopback import Loopback
 from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, join_mesh, mesh_settings
 from meshkit.mesh._presence import Member, OnNotice, OnReady, Presence, PresenceClient, PresenceFactory
@@ -22,6 +25,7 @@ from meshkit.mesh._watchdog import EXIT_CONNECTOR_LOST, ConnectorWatchdog
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
+    "DIRECT_PATH",
     "EVERYONE",
     "EXIT_CONNECTOR_LOST",
     "HEALTH_ROUTE",
@@ -29,7 +33,10 @@ __all__ = [
     "ORIGIN",
     "RECIPIENT",
     "ConnectorWatchdog",
+    "DirectLinks",
     "FrameError",
+    "Link",
+    "LinkClosed",
     "Loopback",
     "Member",
     "MeshNode",
@@ -41,9 +48,11 @@ __all__ = [
     "PresenceClient",
     "PresenceFactory",
     "RoutingTable",
+    "Socket",
     "TopicLayout",
     "VirtualTopic",
     "control_record",
+    "direct_address",
     "join_mesh",
     "mesh_settings",
     "parse",

@@ -13,6 +13,8 @@ from typing import Any
 from meshkit.config import AppConfig, ConfigError
 from meshkit.connectors import Connector
 from meshkit.core import AppError, FunctionSpec, Platform
+from meshkit.mesh._admission import Admission
+from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
 from meshkit.mesh._outliers import OutlierDetector
 from meshkit.mesh._presence import Member, PresenceClient, PresenceFactory
@@ -68,7 +70,21 @@ class MeshNode:
             on_control=self._on_control,
             layout=self.layout,
         )
-        self.router = MeshRouter(self.table, self.transport, platform, OutlierDetector.from_config(config))
+        self.direct = DirectLinks(
+            Admission(platform.origin, self.identity, self.vouched),
+            self.keys,
+            address=direct_address(config),
+            deliver=self.transport.receive,
+            on_lost=self._link_lost,
+            inbox=platform.inbox,
+            reply_topic=self.transport.reply_topic,
+            max_event_bytes=self.transport.max_event_bytes,
+            connect_timeout=config.get_float("mesh.direct.connect.timeout", 3.0),
+            keepalive=config.get_float("mesh.direct.keepalive", 5.0),
+        )
+        self.router = MeshRouter(
+            self.table, self.transport, platform, OutlierDetector.from_config(config), self.direct
+        )
         self.drain_quiet = config.get_float("drain.quiet", 1.0)
         if presence is None:
             presence = functools.partial(
@@ -116,6 +132,7 @@ class MeshNode:
         if self._recheck is not None:
             self._recheck.cancel()
         await self.presence.close()
+        await self.direct.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
         self.platform.remote = None
@@ -156,6 +173,7 @@ class MeshNode:
             "personality": p.personality,
             "topic": topic.name if topic else None,
             "batches": True,  # peers may send this app batch records
+            "direct": self.direct.address,  # where peers may connect to it directly (None: broker only)
             "routes": p.public_routes(),
             "idempotent": sorted(
                 spec.route for spec in p.functions() if spec.idempotent and not spec.private
@@ -227,7 +245,18 @@ class MeshNode:
             except FrameError as exc:
                 log.warning("Skipped a held control message: %s", exc)
 
+    def _link_lost(self, origin: str, requests: set[str], reason: str) -> None:
+        if self.direct.closing:
+            return
+        message = f"Direct connection to {origin} lost ({reason})"
+        failed = self.platform.fail_requests(requests, message, streams_with=origin)
+        if failed:
+            log.warning(
+                "%d request%s to %s failed over: %s", failed, "" if failed == 1 else "s", origin, message
+            )
+
     def _gone(self, origin: str, reason: str) -> None:
+        self.direct.forget(origin)
         self.vouched.forget(origin)
         gone = self.table.leave(origin)
         self.transport.return_addresses.pop(origin, None)
@@ -263,6 +292,7 @@ class MeshNode:
         if kind in ("join", "peer"):
             peer = self._peer(message)
             self.table.join(peer)
+            self.direct.learn(origin, message.get("direct"))
             if kind == "join" and self.transport.topic is not None:
                 me = {"type": "peer", **self._me()}
                 self._background(

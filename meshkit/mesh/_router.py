@@ -10,6 +10,7 @@ import asyncio
 import itertools
 
 from meshkit.core import AppError, EventEnvelope, LocalBus, MeshCounters, RoutingView
+from meshkit.mesh._direct import DirectLinks
 from meshkit.mesh._outliers import OutlierDetector
 from meshkit.mesh._table import RoutingTable
 from meshkit.mesh._transport import EventTransport
@@ -24,10 +25,12 @@ class MeshRouter:
         transport: EventTransport,
         bus: LocalBus,
         outliers: OutlierDetector | None = None,
+        direct: DirectLinks | None = None,
     ) -> None:
         self.table = table
         self.transport = transport
         self.bus = bus
+        self.direct = direct  # the direct path to the peers it links us to (`mesh.transport=direct`)
         self.outliers = outliers if outliers is not None else OutlierDetector()
         self._turn = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -68,11 +71,17 @@ class MeshRouter:
         return self.table.retryable(route)
 
     def send(self, origin: str, event: EventEnvelope) -> None:
-        peer = self.table.peers.get(origin)
-        topic = peer.topic if peer is not None else self.transport.return_addresses.get(origin)
-        if topic is None:
-            raise AppError(404, f"Origin {origin} is not reachable")
-        self.transport.send_event(topic, origin, event, batch=peer is not None and peer.batches)
+        link = self.direct.link(origin) if self.direct is not None else None
+        if link is not None:
+            link.send_event(event)
+            if event.reply_to == self.bus.inbox:
+                link.prune(self.bus.waiting)
+        else:
+            peer = self.table.peers.get(origin)
+            topic = peer.topic if peer is not None else self.transport.return_addresses.get(origin)
+            if topic is None:
+                raise AppError(404, f"Origin {origin} is not reachable")
+            self.transport.send_event(topic, origin, event, batch=peer is not None and peer.batches)
         if event.reply_to == self.bus.inbox and event.cid is not None:  # a request of ours
             self.outliers.sent(origin, event.to or "", self._now())
         self.bus.note_target(event, origin)
@@ -97,6 +106,10 @@ class MeshRouter:
         now = self._now()
         for origin, info in peers.items():
             info["ejected"] = self.outliers.is_ejected(origin, now)
+            if self.direct is not None:
+                info.update(self.direct.path(origin))
+            else:
+                info["path"] = "broker"
         return routes, peers
 
     def counters(self) -> MeshCounters:

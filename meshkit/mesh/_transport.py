@@ -82,7 +82,7 @@ class EventTransport:
         if self._own is not None:
             await self._own.close()
             self._own = None
-        self._own = await self.connector.consume(topic.topic, topic.partition, self._on_record)
+        self._own = await self.connector.consume(topic.topic, topic.partition, self.receive)
         self.topic = topic
         log.info("Subscribed %s", topic)
 
@@ -90,7 +90,7 @@ class EventTransport:
         """Consume a partition that several apps share (the closed user group's control channel)."""
         if (topic, partition) not in self._shared:
             self._shared[(topic, partition)] = await self.connector.consume(
-                topic, partition, self._on_record, latency="control"
+                topic, partition, self.receive, latency="control"
             )
             log.info("%s, partition %d ready", topic, partition)
 
@@ -118,7 +118,7 @@ class EventTransport:
         """
         if event.trace_id is not None:
             stamp(event)  # the sending function's span and route ride along
-        reply = self._return_address()
+        reply = self.reply_topic()
         try:
             body = event.body
             # a body already larger than a segment skips the one-record attempt (a wasted pack of it all)
@@ -171,7 +171,8 @@ class EventTransport:
         self._sending.add(waiter)
         waiter.add_done_callback(functools.partial(self._published, topic, events))
 
-    def _return_address(self) -> str | None:
+    def reply_topic(self) -> str | None:
+        """This app's virtual topic, where replies reach it over the broker (None before it has one)."""
         return self.topic.name if self.topic is not None else None
 
     def _published(
@@ -210,7 +211,7 @@ class EventTransport:
         return await self._loopback.run(send, timeout)
 
     # -- receiving -----------------------------------------------------------------------------------------
-    def _on_record(self, record: bytes, *, inner: bool = False) -> None:
+    def receive(self, record: bytes, *, inner: bool = False) -> None:
         try:
             frame = parse(record)
             if frame["type"] == "batch":
@@ -239,7 +240,7 @@ class EventTransport:
             raise FrameError("batch record without a list of records")
         for record in records:  # each on its own: one bad record costs only itself
             if isinstance(record, bytes):
-                self._on_record(record, inner=True)
+                self.receive(record, inner=True)
             else:
                 self.skipped += 1
                 log.warning("Skipped a %s in a batch record (records are bytes)", type(record).__name__)

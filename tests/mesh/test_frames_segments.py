@@ -195,7 +195,7 @@ async def test_the_transport_sends_and_takes_back_a_large_event(body: Any) -> No
     await asyncio.sleep(0)  # records leave at the end of the loop turn
     assert all(len(r) <= 65536 + 200 for r in connector.records)
     for record in connector.records:
-        transport._on_record(record)
+        transport.receive(record)
     assert len(platform.events) == 1
     _same(platform.events[0], event)
     with pytest.raises(AppError) as refused:

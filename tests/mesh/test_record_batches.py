@@ -44,7 +44,7 @@ async def test_events_of_one_loop_turn_to_one_partition_leave_as_one_record() ->
     assert batch["type"] == "batch" and len(batch["records"]) == 5
     assert single["type"] == "event"  # one record alone is sent as it is
     for record in connector.records:
-        transport._on_record(record)
+        transport.receive(record)
     assert [event.cid for event in platform.events] == ["c0", "c1", "c2", "c3", "c4", "c5"]
     await asyncio.sleep(0)
     assert transport.sent == 6  # events, not broker records
@@ -66,7 +66,7 @@ async def test_segments_go_alone_and_the_order_of_events_holds() -> None:
     assert [parse(record)["type"] for record in last] == ["segment", "event", "event"]
     assert all(len(record) <= 65536 + 200 for record in connector.records)
     for record in connector.records:
-        transport._on_record(record)
+        transport.receive(record)
     assert [event.cid for event in platform.events] == ["c0", "c1", "c2", "c3"]
     assert platform.events[1].body == large
     await transport.close()
@@ -81,7 +81,7 @@ async def test_a_batch_never_grows_past_one_segment() -> None:
     assert len(connector.records) > 3
     assert all(len(record) <= 65536 + 200 for record in connector.records)
     for record in connector.records:
-        transport._on_record(record)
+        transport.receive(record)
     assert [event.cid for event in platform.events] == [f"c{n}" for n in range(40)]
     await transport.close()
 
@@ -93,7 +93,7 @@ async def test_a_bad_record_in_a_batch_costs_only_itself() -> None:
     garbage = b"\xc1\xff not msgpack"
     stray = event_record("20260101" + "d" * 32, _request(9))  # for another app: skipped
     batch = msgpack.packb({"type": "batch", "origin": "*", "records": [good[0], garbage, 42, stray, good[1]]})
-    transport._on_record(batch)
+    transport.receive(batch)
     assert [event.cid for event in platform.events] == ["c0", "c1"]
     assert transport.skipped == 3
     await transport.close()
@@ -103,11 +103,11 @@ async def test_a_batch_inside_a_batch_is_refused() -> None:
     platform, connector = StubPlatform(ORIGIN), StubConnector()
     transport = stub_transport(platform, connector)
     inner = batch_record([event_record(ORIGIN, _request(0))])
-    transport._on_record(batch_record([inner, event_record(ORIGIN, _request(1))]))
+    transport.receive(batch_record([inner, event_record(ORIGIN, _request(1))]))
     assert [event.cid for event in platform.events] == ["c1"]
     assert transport.skipped == 1
     for wrong in ({"type": "batch", "origin": "*", "records": "no list"}, {"type": "batch", "origin": "*"}):
-        transport._on_record(msgpack.packb(wrong))
+        transport.receive(msgpack.packb(wrong))
     assert transport.skipped == 3
     await transport.close()
 

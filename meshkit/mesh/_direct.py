@@ -1,0 +1,310 @@
+"""The direct path (`mesh.transport=direct`): one admitted websocket between two peers, dialed by the lower
+origin to the address the other said in its join; the broker carries the rest (docs/protocol/direct.md).
+
+A peer is used directly only once its link is admitted both ways; until then, after a link breaks, and for
+any peer that cannot be reached, events go over the broker as before. A dial that fails is tried again
+with a growing pause while the peer stays in the mesh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import socket as sockets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from meshkit.config import AppConfig, ConfigError
+from meshkit.mesh._admission import READY, Admission, Refused, refusal, unpack
+from meshkit.mesh._link import Link, LinkClosed, Socket
+from meshkit.security import MeshKeys
+
+log = logging.getLogger("meshkit.mesh.direct")
+
+PATH = "/api/mesh/direct"
+REFUSED = 4403  # the close code of a connection refused admission
+FIRST_RETRY, LAST_RETRY = 0.5, 30.0  # seconds between dials to a peer that cannot be reached
+
+#: a link ended: (the peer, the cids of our requests it carried, why)
+LinkLost = Callable[[str, set[str], str], None]
+
+
+def direct_address(config: AppConfig) -> str | None:
+    """The URL peers reach this app's direct path at; None with `mesh.transport=broker` (the default).
+
+    `mesh.direct.address` (host:port, or a ws:// or wss:// URL), by default the address the app serves on
+    (`server.host`, `server.port`: `meshkit run` sets both), with this host's own address for 0.0.0.0.
+    """
+    transport = (config.get("mesh.transport", "broker") or "broker").strip().lower()
+    if transport not in ("broker", "direct"):
+        raise ConfigError(f"mesh.transport must be broker or direct, not {transport!r}")
+    if transport == "broker":
+        return None
+    address = (config.get("mesh.direct.address") or "").strip()
+    if not address:
+        host = (config.get("server.host") or "127.0.0.1").strip()
+        if host in ("0.0.0.0", "::", ""):  # every interface: peers need one of them
+            host = sockets.gethostbyname(sockets.gethostname())
+        address = f"{host}:{config.get_int('server.port', 8080)}"
+    for http, ws in (("http://", "ws://"), ("https://", "wss://")):
+        if address.startswith(http):
+            address = ws + address[len(http) :]
+    if not address.startswith(("ws://", "wss://")):
+        host, _, port = address.rpartition(":")
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host.strip("[]")).version == 6 and not host.startswith("["):
+                host = f"[{host}]"
+        if not host or not port.isdigit():
+            raise ConfigError(f"mesh.direct.address must be host:port or a ws:// URL, not {address!r}")
+        address = f"ws://{host}:{port}"
+    if "/" not in address.partition("://")[2]:
+        address += PATH
+    return address
+
+
+class ClientSocket:
+    """A link's Socket over the websockets client."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, message: bytes) -> None:
+        try:
+            await self.ws.send(message)
+        except websockets.ConnectionClosed as exc:
+            raise LinkClosed(_why(exc)) from None
+
+    async def recv(self) -> bytes:
+        try:
+            message = await self.ws.recv()
+        except websockets.ConnectionClosed as exc:
+            raise LinkClosed(_why(exc)) from None
+        if not isinstance(message, bytes):
+            raise LinkClosed("a text message on a direct connection")
+        return message
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+
+def _why(exc: websockets.ConnectionClosed) -> str:
+    frame = exc.rcvd or exc.sent
+    return f"closed ({frame.code} {frame.reason})".replace(" )", ")") if frame else "connection lost"
+
+
+class DirectLinks:
+    """This app's direct connections, by peer origin, and the peers' direct addresses."""
+
+    def __init__(
+        self,
+        admission: Admission,
+        keys: MeshKeys,
+        *,
+        address: str | None,
+        deliver: Callable[[bytes], None],
+        on_lost: LinkLost,
+        inbox: str,
+        reply_topic: Callable[[], str | None],
+        max_event_bytes: int,
+        connect_timeout: float = 3.0,
+        keepalive: float = 5.0,
+    ) -> None:
+        self.admission = admission
+        self.origin = admission.origin
+        self.keys = keys
+        self.address = address  # where peers reach us; None: this app takes the broker only
+        self._deliver = deliver
+        self._on_lost = on_lost
+        self.inbox = inbox
+        self._reply_topic = reply_topic
+        self.max_event_bytes = max_event_bytes
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self.links: dict[str, Link] = {}
+        self.addresses: dict[str, str] = {}  # peer origin -> its direct address
+        self.failures: dict[str, str] = {}  # peer origin -> why its last dial failed
+        self._dialing: dict[str, asyncio.Task[None]] = {}
+        self._serving: set[asyncio.Task[Any]] = set()
+        self.closing = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def link(self, origin: str) -> Link | None:
+        link = self.links.get(origin)
+        return link if link is not None and not link.closed else None
+
+    def path(self, origin: str) -> dict[str, Any]:
+        """How events to `origin` travel now, for /info/routes."""
+        direct = self.link(origin) is not None
+        info: dict[str, Any] = {"path": "direct" if direct else "broker"}
+        address = self.addresses.get(origin)
+        if address is not None:
+            info["direct_address"] = address
+        if not direct and origin in self.failures:
+            info["direct_failure"] = self.failures[origin]
+        return info
+
+    # -- what the mesh tells us about peers ----------------------------------------------------------------
+    def learn(self, origin: str, address: object) -> None:
+        """A peer's join said where it takes direct connections (or nothing: it takes the broker only)."""
+        if not self.enabled or self.closing:
+            return
+        if not isinstance(address, str) or not address.startswith(("ws://", "wss://")):
+            self.addresses.pop(origin, None)
+            return
+        self.addresses[origin] = address
+        # one link a pair: the lower origin dials, the other waits for it
+        if origin > self.origin and origin not in self._dialing and self.link(origin) is None:
+            task = asyncio.get_running_loop().create_task(self._dial(origin), name=f"meshkit:dial:{origin}")
+            self._dialing[origin] = task
+            task.add_done_callback(functools.partial(self._dialed, origin))
+
+    def _dialed(self, origin: str, task: asyncio.Task[None]) -> None:
+        if self._dialing.get(origin) is task:
+            del self._dialing[origin]
+
+    def forget(self, origin: str) -> None:
+        """The peer left the mesh: no more dials, and its link closes (its requests were failed already)."""
+        self.addresses.pop(origin, None)
+        self.failures.pop(origin, None)
+        dial = self._dialing.pop(origin, None)
+        if dial is not None:
+            dial.cancel()
+        link = self.links.pop(origin, None)
+        if link is not None:
+            self._background(link.close(1000, "peer left the mesh"))
+
+    # -- dialing -------------------------------------------------------------------------------------------
+    async def _dial(self, origin: str) -> None:
+        pause = FIRST_RETRY
+        while not self.closing and origin in self.addresses and self.link(origin) is None:
+            address = self.addresses[origin]
+            try:
+                ws = await asyncio.wait_for(self._connect(address), self.connect_timeout)
+            except Exception as exc:  # refused, unreachable, silent, not admitted: the broker it is
+                reason = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError):
+                    reason = f"no answer within {self.connect_timeout:g} s"
+                log_at = logging.WARNING if origin not in self.failures else logging.INFO
+                log.log(
+                    log_at, "No direct connection to %s at %s (%s): using the broker", origin, address, reason
+                )
+                self.failures[origin] = reason
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LAST_RETRY)
+                continue
+            pause = FIRST_RETRY
+            socket = ClientSocket(ws)
+            try:
+                await self._handshake_as_caller(origin, socket)
+            except (Refused, LinkClosed, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                log.warning("Direct connection to %s at %s not admitted: %s", origin, address, reason)
+                self.failures[origin] = reason
+                await socket.close(REFUSED, "not admitted")
+                await asyncio.sleep(LAST_RETRY / 2)
+                continue
+            self.failures.pop(origin, None)
+            await self._serve(origin, socket, dialed=True)
+            await asyncio.sleep(FIRST_RETRY)  # then dial again, if the peer is still in the mesh
+
+    async def _connect(self, address: str) -> ClientConnection:
+        return await connect(
+            address,
+            additional_headers=self.keys.headers(),
+            open_timeout=None,  # the caller's wait_for bounds it
+            ping_interval=self.keepalive,  # finds a peer that hangs with its socket open
+            ping_timeout=2 * self.keepalive,
+            max_size=2 * 1024 * 1024 + self.max_event_bytes // 8,
+            compression=None,
+            proxy=None,
+        )
+
+    async def _handshake_as_caller(self, callee: str, socket: Socket) -> None:
+        async with asyncio.timeout(self.connect_timeout):
+            hello, mine = self.admission.hello(callee)
+            await socket.send(hello)
+            await socket.send(self.admission.proof(callee, mine, await socket.recv()))
+            answer = await socket.recv()
+            if answer != READY:
+                unpack(answer, "ready")  # raises Refused with the peer's reason
+
+    # -- accepting -----------------------------------------------------------------------------------------
+    async def accept(self, socket: Socket, remote: str) -> None:
+        """Serve one incoming connection (the mesh key was checked at the door) until it ends."""
+        if not self.enabled or self.closing:
+            await socket.send(refusal("this app takes no direct connections"))
+            await socket.close(REFUSED, "direct path off")
+            log.warning("Refused a direct connection from %s: this app takes the broker only", remote)
+            return
+        caller = "an unknown app"
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                caller, theirs, mine, challenge = self.admission.challenge(await socket.recv())
+                await socket.send(challenge)
+                self.admission.admit(caller, theirs, mine, await socket.recv())
+                await socket.send(READY)
+        except (Refused, TimeoutError) as exc:
+            reason = str(exc) or "no handshake in time"
+            log.warning("Refused a direct connection from %s claiming %s: %s", remote, caller, reason)
+            with contextlib.suppress(Exception):
+                await socket.send(refusal(reason))
+                await socket.close(REFUSED, "not admitted")
+            return
+        except LinkClosed:
+            return
+        await self._serve(caller, socket, dialed=False)
+
+    async def _serve(self, peer: str, socket: Socket, *, dialed: bool) -> None:
+        link = Link(
+            peer,
+            socket,
+            dialed=dialed,
+            inbox=self.inbox,
+            reply_topic=self._reply_topic,
+            deliver=self._deliver,
+            max_event_bytes=self.max_event_bytes,
+        )
+        old = self.links.get(peer)
+        self.links[peer] = link
+        if old is not None:  # the peer dialed again: the old connection is dead to it
+            await old.close(1000, "replaced by a new connection")
+        log.info("Direct connection to %s open (%s)", peer, "dialed" if dialed else "accepted")
+        started = time.monotonic()
+        reason = await link.run()
+        if self.links.get(peer) is link:
+            del self.links[peer]
+        if not self.closing:
+            log.warning(
+                "Direct connection to %s lost after %.1f s (%s): the broker carries its events",
+                peer,
+                time.monotonic() - started,
+                reason,
+            )
+        self._on_lost(peer, link.requests, reason)
+        await link.close(1000, "closed")
+
+    # -- stopping ------------------------------------------------------------------------------------------
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    async def close(self) -> None:
+        self.closing = True
+        for task in list(self._dialing.values()):
+            task.cancel()
+        links = list(self.links.values())
+        await asyncio.gather(*(link.close(1001, "app stopping") for link in links), return_exceptions=True)
+        pending = [*self._dialing.values(), *self._serving]
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
