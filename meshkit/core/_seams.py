@@ -18,13 +18,17 @@ RoutingView = tuple[dict[str, dict[str, str]], dict[str, dict[str, Any]]]
 
 
 class MeshCounters(NamedTuple):
-    """Event records through the connector, and those handed to it not yet acknowledged by the broker."""
+    """Event records through the connector and over direct links, and those handed to the connector not yet
+    acknowledged by the broker."""
 
     sent: int
     received: int
     skipped: int
     pending: int
     ejections: int = 0  # peers taken out of this caller's rotation as outliers
+    direct_sent: int = 0  # event records over direct links instead (meshkit.mesh's direct path)
+    direct_received: int = 0
+    direct_links: int = 0  # direct links open now
 
 
 class RemoteRouter(Protocol):

@@ -133,6 +133,7 @@ class DirectLinks:
         self._dialing: dict[str, asyncio.Task[None]] = {}
         self._serving: set[asyncio.Task[Any]] = set()
         self.closing = False
+        self.sent = 0  # records sent over links that have ended (the open ones count their own)
 
     @property
     def enabled(self) -> bool:
@@ -156,14 +157,15 @@ class DirectLinks:
     # -- what the mesh tells us about peers ----------------------------------------------------------------
     def learn(self, origin: str, address: object) -> None:
         """A peer's join said where it takes direct connections (or nothing: it takes the broker only)."""
-        if not self.enabled or self.closing:
+        if self.closing:
             return
         if not isinstance(address, str) or not address.startswith(("ws://", "wss://")):
             self.addresses.pop(origin, None)
             return
         self.addresses[origin] = address
         # one link a pair: the lower origin dials, the other waits for it
-        if origin > self.origin and origin not in self._dialing and self.link(origin) is None:
+        dials = self.enabled and origin > self.origin
+        if dials and origin not in self._dialing and self.link(origin) is None:
             task = asyncio.get_running_loop().create_task(self._dial(origin), name=f"meshkit:dial:{origin}")
             self._dialing[origin] = task
             task.add_done_callback(functools.partial(self._dialed, origin))
@@ -281,6 +283,7 @@ class DirectLinks:
         log.info("Direct connection to %s open (%s)", peer, "dialed" if dialed else "accepted")
         started = time.monotonic()
         reason = await link.run()
+        self.sent += link.sent
         if self.links.get(peer) is link:
             del self.links[peer]
         if not self.closing:

@@ -74,7 +74,7 @@ class MeshNode:
             Admission(platform.origin, self.identity, self.vouched),
             self.keys,
             address=direct_address(config),
-            deliver=self.transport.receive,
+            deliver=functools.partial(self.transport.receive, direct=True),
             on_lost=self._link_lost,
             inbox=platform.inbox,
             reply_topic=self.transport.reply_topic,
@@ -154,10 +154,10 @@ class MeshNode:
         await self.presence.drain()
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
-        seen = self.transport.received
+        seen = self.transport.received + self.transport.received_direct
         while loop.time() < deadline:
             await asyncio.sleep(0.02)
-            received = self.transport.received
+            received = self.transport.received + self.transport.received_direct
             if received != seen or self.platform.in_flight() or self.transport.pending_sends:
                 seen, quiet_since = received, loop.time()
             elif loop.time() - quiet_since >= self.drain_quiet:

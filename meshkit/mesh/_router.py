@@ -114,10 +114,14 @@ class MeshRouter:
 
     def counters(self) -> MeshCounters:
         transport = self.transport
+        links = list(self.direct.links.values()) if self.direct is not None else []
         return MeshCounters(
             transport.sent,
             transport.received,
             transport.skipped,
             transport.pending_sends,
             self.outliers.ejections,
+            (self.direct.sent if self.direct is not None else 0) + sum(link.sent for link in links),
+            transport.received_direct,
+            len(links),
         )

@@ -73,6 +73,7 @@ class EventTransport:
         self._outgoing: dict[VirtualTopic, list[tuple[bytes, EventEnvelope, bool]]] = {}
         self._flush_scheduled = False
         self.received = self.sent = self.skipped = 0
+        self.received_direct = 0  # events that came over a direct link (meshkit/mesh/_link.py) instead
 
     # -- subscriptions -------------------------------------------------------------------------------------
     async def listen(self, topic: VirtualTopic) -> None:
@@ -211,20 +212,21 @@ class EventTransport:
         return await self._loopback.run(send, timeout)
 
     # -- receiving -----------------------------------------------------------------------------------------
-    def receive(self, record: bytes, *, inner: bool = False) -> None:
+    def receive(self, record: bytes, *, inner: bool = False, direct: bool = False) -> None:
+        """Deliver a record from the broker, or (`direct`) from a peer's direct link."""
         try:
             frame = parse(record)
             if frame["type"] == "batch":
                 if inner:
                     raise FrameError("a batch record inside a batch")
-                self._on_batch(frame)
+                self._on_batch(frame, direct)
                 return
             recipient = frame[RECIPIENT]
             if recipient != self.bus.origin and recipient != EVERYONE:
                 self.skipped += 1
                 log.debug("Skipped a record for %s (not this app)", recipient)
                 return
-            self._deliver(frame)
+            self._deliver(frame, direct)
         except (FrameError, CodecError) as exc:
             self.skipped += 1
             log.warning("Skipped an undecodable record (%d bytes): %s", len(record), exc)
@@ -234,18 +236,18 @@ class EventTransport:
             self.skipped += 1
             log.exception("Skipped a record that failed in delivery")
 
-    def _on_batch(self, frame: dict[str, Any]) -> None:
+    def _on_batch(self, frame: dict[str, Any], direct: bool) -> None:
         records = frame.get("records")
         if not isinstance(records, list):
             raise FrameError("batch record without a list of records")
         for record in records:  # each on its own: one bad record costs only itself
             if isinstance(record, bytes):
-                self.receive(record, inner=True)
+                self.receive(record, inner=True, direct=direct)
             else:
                 self.skipped += 1
                 log.warning("Skipped a %s in a batch record (records are bytes)", type(record).__name__)
 
-    def _deliver(self, frame: dict[str, Any]) -> None:
+    def _deliver(self, frame: dict[str, Any], direct: bool) -> None:
         kind = frame["type"]
         if kind == "event" or kind == "segment":
             embedded = frame.get("event")
@@ -265,7 +267,10 @@ class EventTransport:
                         raise FrameError("event record without an envelope")
                     event = decode(payload)
             self._remember_sender(event, frame.get("reply"))
-            self.received += 1
+            if direct:
+                self.received_direct += 1
+            else:
+                self.received += 1
             if event.to == self.bus.inbox:
                 self.bus.resolve_reply(event)
                 return

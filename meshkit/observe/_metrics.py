@@ -130,6 +130,15 @@ class MeshkitCollector(Collector):
             records.add_metric(["received"], counters.received)
             records.add_metric(["skipped"], counters.skipped)
             yield records
+            direct = CounterMetricFamily(
+                "meshkit_direct_records", "Event records over direct links to peers", labels=["direction"]
+            )
+            direct.add_metric(["sent"], counters.direct_sent)
+            direct.add_metric(["received"], counters.direct_received)
+            yield direct
+            yield GaugeMetricFamily(
+                "meshkit_direct_links", "Direct links to peers open now", value=counters.direct_links
+            )
             yield CounterMetricFamily(
                 "meshkit_outlier_ejections",
                 "Peers taken out of this app's rotation, failing or not answering",

@@ -193,7 +193,12 @@ class Mesh:
         return nodes
 
     def app(
-        self, app: str, properties: Mapping[str, str] | None = None, *, monitors: Sequence[Node] | None = None
+        self,
+        app: str,
+        properties: Mapping[str, str] | None = None,
+        *,
+        monitors: Sequence[Node] | None = None,
+        port: int | None = None,
     ) -> Node:
         """An app with ``cloud.connector=kafka`` connected to ``monitors`` (default: all of them, in order).
 
@@ -208,7 +213,7 @@ class Mesh:
             "drain.quiet": "0.3",  # a local broker delivers in milliseconds: stopping takes less
             **(properties or {}),
         }
-        return self._start(app, config)
+        return self._start(app, config, port)
 
     # -- faults ---------------------------------------------------------------------------------------------
     def signal(self, node: Node, sig: signals.Signals) -> float:

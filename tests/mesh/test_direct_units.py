@@ -1,0 +1,254 @@
+"""The direct path's parts without processes: the address an app advertises, the admission handshake, and
+a link's records over an in-memory socket pair."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import msgpack
+import pytest
+
+from meshkit import AppConfig, AppError, EventEnvelope
+from meshkit.config import ConfigError
+from meshkit.core import envelope_from_map
+from meshkit.http._direct import DIRECT_PATH
+from meshkit.mesh import DIRECT_PATH as MESH_DIRECT_PATH
+from meshkit.mesh import Link, LinkClosed, direct_address
+from meshkit.mesh._admission import READY, Admission, Refused, pack
+from meshkit.mesh._frames import parse
+from meshkit.mesh._link import DIRECT_SEGMENT_SIZE
+from meshkit.mesh._vouched import VouchedKeys
+from meshkit.security import Identity, public_key
+
+A, B, C = ("20261202" + c * 32 for c in "abc")
+
+
+def config(**values: str) -> AppConfig:
+    return AppConfig.load(argv=[], environ={}, overrides={k.replace("_", "."): v for k, v in values.items()})
+
+
+# -- the address ---------------------------------------------------------------------------------------------
+
+
+def test_the_broker_is_the_default_and_direct_advertises_where_the_app_serves() -> None:
+    assert direct_address(config()) is None
+    assert direct_address(config(mesh_transport="broker")) is None
+    served = config(mesh_transport="direct", server_host="127.0.0.1", server_port="8085")
+    assert direct_address(served) == "ws://127.0.0.1:8085/api/mesh/direct"
+    anywhere = direct_address(config(mesh_transport="DIRECT", server_host="0.0.0.0", server_port="80"))
+    assert anywhere == f"ws://{socket.gethostbyname(socket.gethostname())}:80/api/mesh/direct"
+    assert DIRECT_PATH == MESH_DIRECT_PATH  # the endpoint serves where the mesh says peers dial
+
+
+@pytest.mark.parametrize(
+    ("setting", "advertised"),
+    [
+        ("10.0.0.7:9000", "ws://10.0.0.7:9000/api/mesh/direct"),
+        ("my-app.default.svc:8080", "ws://my-app.default.svc:8080/api/mesh/direct"),
+        ("::1:8080", "ws://[::1]:8080/api/mesh/direct"),
+        ("http://pod:8080", "ws://pod:8080/api/mesh/direct"),
+        ("https://pod:8443", "wss://pod:8443/api/mesh/direct"),
+        ("wss://gateway:443/mesh/a", "wss://gateway:443/mesh/a"),
+    ],
+)
+def test_mesh_direct_address_is_host_port_or_a_url(setting: str, advertised: str) -> None:
+    assert direct_address(config(mesh_transport="direct", mesh_direct_address=setting)) == advertised
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"mesh_transport": "kafka"},
+        {"mesh_transport": "direct", "mesh_direct_address": "no-port"},
+        {"mesh_transport": "direct", "mesh_direct_address": "host:http"},
+    ],
+)
+def test_a_bad_transport_or_address_is_refused_at_start(values: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"mesh\.(transport|direct\.address)"):
+        direct_address(config(**values))
+
+
+# -- admission -----------------------------------------------------------------------------------------------
+
+
+def admissions(vouch: bool = True) -> tuple[Admission, Admission, dict[str, Identity]]:
+    identities = {origin: Identity() for origin in (A, B, C)}
+    vouched = {origin: VouchedKeys() for origin in (A, B)}
+    if vouch:
+        for keys in vouched.values():
+            for origin, identity in identities.items():
+                keys.vouch(origin, public_key(identity.public_key))
+    return Admission(A, identities[A], vouched[A]), Admission(B, identities[B], vouched[B]), identities
+
+
+def test_a_handshake_between_vouched_peers_admits_both_ways() -> None:
+    caller, callee, _ = admissions()
+    hello, mine = caller.hello(B)
+    origin, theirs, callee_nonce, challenge = callee.challenge(hello)
+    assert (origin, theirs) == (A, mine)
+    callee.admit(origin, theirs, callee_nonce, caller.proof(B, mine, challenge))
+
+
+def test_an_unvouched_caller_is_refused_before_any_proof() -> None:
+    caller, _, _ = admissions()
+    _, stranger_side, _ = admissions(vouch=False)
+    hello, _ = caller.hello(B)
+    with pytest.raises(Refused, match="not vouched for"):
+        stranger_side.challenge(hello)
+
+
+def test_a_caller_signing_with_another_key_than_its_origins_is_refused() -> None:
+    caller, callee, identities = admissions()
+    impostor = Admission(A, identities[C], caller.vouched)  # claims A, holds C's key
+    hello, mine = impostor.hello(B)
+    origin, theirs, callee_nonce, challenge = callee.challenge(hello)
+    with pytest.raises(Refused, match="the proof is not signed by the key vouched for"):
+        callee.admit(origin, theirs, callee_nonce, impostor.proof(B, mine, challenge))
+
+
+def test_a_callee_answering_for_another_origin_or_with_another_key_is_refused() -> None:
+    caller, callee, identities = admissions()
+    hello, mine = caller.hello(B)
+    *_, challenge = callee.challenge(hello)
+    with pytest.raises(Refused, match="answered for"):
+        caller.proof(C, mine, challenge)  # we dialed C's address; B answered
+    forged = Admission(B, identities[C], callee.vouched)
+    *_, challenge = forged.challenge(hello)
+    with pytest.raises(Refused, match="not signed by the key vouched for"):
+        caller.proof(B, mine, challenge)
+
+
+def test_a_proof_from_another_handshake_is_not_admitted() -> None:
+    caller, callee, _ = admissions()
+    hello, mine = caller.hello(B)
+    origin, theirs, _, challenge = callee.challenge(hello)
+    recorded = caller.proof(B, mine, challenge)
+    origin, theirs, second_nonce, _ = callee.challenge(hello)  # the same hello replayed: a new nonce
+    with pytest.raises(Refused):
+        callee.admit(origin, theirs, second_nonce, recorded)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (b"\xc1", "undecodable"),
+        (b"\x93\x01\x02\x03", "not a map"),
+        (pack({"type": "proof"}), "expected a hello"),
+        (pack({"type": "hello", "origin": "x" * 40, "to": B, "nonce": "n"}), "valid origin"),
+        (pack({"type": "hello", "origin": A, "to": C, "nonce": "n"}), "not this app"),
+        (pack({"type": "hello", "origin": A, "to": B, "nonce": 7}), "valid nonce"),
+        (pack({"type": "hello", "origin": A, "to": B, "nonce": "n" * 65}), "valid nonce"),
+        (b"\x80" + b"x" * 5000, "short binary"),
+        (pack({"type": "refused", "message": "go away"}), "refused by the peer: go away"),
+    ],
+)
+def test_a_bad_hello_is_refused_with_its_reason(message: bytes, reason: str) -> None:
+    _, callee, _ = admissions()
+    with pytest.raises(Refused, match=reason):
+        callee.challenge(message)
+
+
+# -- a link --------------------------------------------------------------------------------------------------
+
+
+class Pipe:
+    """One end of an in-memory message connection."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.other: Pipe | None = None
+        self.sent: list[bytes] = []
+
+    async def send(self, message: bytes) -> None:
+        assert self.other is not None
+        self.sent.append(message)
+        self.other.inbox.put_nowait(message)
+
+    async def recv(self) -> bytes:
+        message = await self.inbox.get()
+        if message is None:
+            raise LinkClosed("closed (1000)")
+        return message
+
+    async def close(self, code: int, reason: str) -> None:
+        assert self.other is not None
+        self.other.inbox.put_nowait(None)
+
+
+def pair() -> tuple[Pipe, Pipe]:
+    left, right = Pipe(), Pipe()
+    left.other, right.other = right, left
+    return left, right
+
+
+def link_between(socket: Pipe, arrived: list[bytes], peer: str = B) -> Link:
+    return Link(
+        peer,
+        socket,
+        dialed=True,
+        inbox=f"@{A}",
+        reply_topic=lambda: "multiplex.0001-000",
+        deliver=arrived.append,
+        max_event_bytes=8 * 1024 * 1024,
+    )
+
+
+async def test_what_is_sent_in_one_loop_turn_leaves_as_one_message_and_arrives_in_order() -> None:
+    left, right = pair()
+    received: list[bytes] = []
+    arrived = asyncio.Event()
+
+    def deliver(message: bytes) -> None:
+        received.append(message)
+        arrived.set()
+
+    sender = link_between(left, [])
+    receiver = Link(
+        A, right, dialed=False, inbox=f"@{B}", reply_topic=lambda: None, deliver=deliver, max_event_bytes=1024
+    )
+    tasks = [asyncio.create_task(sender.run()), asyncio.create_task(receiver.run())]
+    for n in range(100):
+        sender.send_event(EventEnvelope("hello.world", n, cid=f"c{n}", reply_to=f"@{A}"))
+    await asyncio.wait_for(arrived.wait(), 2)
+    assert len(left.sent) == 1  # one batch record
+    batch = parse(received[0])
+    assert batch["type"] == "batch" and len(batch["records"]) == 100
+    events = [envelope_from_map(parse(record)["event"]) for record in batch["records"]]
+    assert [event.body for event in events] == list(range(100))
+    assert {parse(record)["origin"] for record in batch["records"]} == {B}  # addressed to the peer
+    assert sender.requests == {f"c{n}" for n in range(100)}  # what it carried, should it break
+    await left.close(1000, "done")  # the receiver's end hears the close; the sender's is closed by it
+    reasons = await asyncio.wait_for(asyncio.gather(tasks[1]), 2)
+    assert reasons == ["closed (1000)"] and receiver.closed
+    tasks[0].cancel()
+
+
+async def test_a_large_event_crosses_in_segments_and_one_over_max_event_size_is_refused() -> None:
+    left, _ = pair()
+    sender = link_between(left, [])
+    sender.send_event(EventEnvelope("hello.world", b"x" * (3 * DIRECT_SEGMENT_SIZE)))
+    records = sender._outgoing
+    assert len(records) == 4 and all(parse(r)["type"] == "segment" for r in records)
+    with pytest.raises(AppError) as refused:
+        sender.send_event(EventEnvelope("hello.world", b"x" * (9 * 1024 * 1024)))
+    assert refused.value.status == 413
+
+
+async def test_a_closed_link_refuses_to_send_and_prunes_answered_requests() -> None:
+    left, _ = pair()
+    link = link_between(left, [])
+    for n in range(200):
+        link.send_event(EventEnvelope("hello.world", n, cid=f"c{n}", reply_to=f"@{A}"))
+    link.prune(lambda cid: cid in {"c1", "c2"})
+    assert link.requests == {"c1", "c2"}
+    await link.close()
+    with pytest.raises(AppError) as closed:
+        link.send_event(EventEnvelope("hello.world", 1))
+    assert closed.value.status == 503
+
+
+def test_ready_is_a_fixed_message() -> None:
+    data: Any = msgpack.unpackb(READY)
+    assert data == {"type": "ready"}

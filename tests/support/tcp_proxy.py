@@ -1,0 +1,129 @@
+"""A TCP relay on 127.0.0.1 that a test can break: the network between two processes, made faulty.
+
+    with TcpProxy(target_port) as proxy:      # listens on proxy.port, relays to 127.0.0.1:target_port
+        ...
+        proxy.cut()                           # every open connection reset (RST) both ways, now
+        proxy.refuse = True                   # new connections are reset at once, until set back
+
+Threads, one pair per connection: the relay must not share an event loop with the test's clients.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from types import TracebackType
+
+HOST = "127.0.0.1"
+_LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST, not FIN
+
+
+def _reset(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        # wakes a pump blocked in recv (Linux sends nothing for it): until then its recv holds the socket
+        # open and close() could not reset it
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+    sock.close()
+
+
+class TcpProxy:
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server((HOST, 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.refuse = False
+        self.connections = 0  # accepted so far
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, daemon=True, name=f"proxy:{self.port}")
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.refuse:
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection((HOST, self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _reset(client)
+                continue
+            with self._lock:
+                self._pairs.append((client, upstream))
+                self.connections += 1
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> int:
+        """Reset every open connection, both ends; returns how many there were."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for client, upstream in pairs:
+            _reset(client)
+            _reset(upstream)
+        return len(pairs)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        self.cut()
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SilentPort:
+    """A port that takes TCP connections (the kernel completes them) and never says a word."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server((HOST, 0), backlog=64)
+        self.port: int = self._listener.getsockname()[1]
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def __enter__(self) -> SilentPort:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 nothing listens on (just released: connecting to it is refused)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
