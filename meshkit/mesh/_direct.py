@@ -1,9 +1,11 @@
-"""The direct path (`mesh.transport=direct`): one admitted websocket between two peers, dialed by the lower
-origin to the address the other said in its join; the broker carries the rest (docs/protocol/direct.md).
+"""The direct path (`mesh.transport=direct`): one admitted websocket between two peers, to the address one
+said in its join; the broker carries the rest (docs/protocol/direct.md).
 
-A peer is used directly only once its link is admitted both ways; until then, after a link breaks, and for
-any peer that cannot be reached, events go over the broker as before. A dial that fails is tried again
-with a growing pause while the peer stays in the mesh.
+Both peers dial, the higher origin a little later: one link a pair, and should the lower origin be unable
+to reach the other, the other reaches it. When both dial at once, the lower origin's connection wins (it
+refuses the other's before any event crosses). A peer is used directly only once its link is admitted
+both ways; until then, after a link breaks, and for a peer that cannot be reached, events go over the
+broker as before. A dial that fails is tried again with a growing pause while the peer stays in the mesh.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger("meshkit.mesh.direct")
 PATH = "/api/mesh/direct"
 REFUSED = 4403  # the close code of a connection refused admission
 FIRST_RETRY, LAST_RETRY = 0.5, 30.0  # seconds between dials to a peer that cannot be reached
+HIGHER_WAITS = 1.0  # seconds the higher origin leaves the lower to dial first
+LOWER_WINS = "the lower origin's own connection is open or opening"
 
 #: a link ended: (the peer, the cids of our requests it carried, why)
 LinkLost = Callable[[str, set[str], str], None]
@@ -131,6 +135,7 @@ class DirectLinks:
         self.addresses: dict[str, str] = {}  # peer origin -> its direct address
         self.failures: dict[str, str] = {}  # peer origin -> why its last dial failed
         self._dialing: dict[str, asyncio.Task[None]] = {}
+        self._connecting: set[str] = set()  # peers a dial of ours is connecting to or admitting with now
         self._serving: set[asyncio.Task[Any]] = set()
         self.closing = False
         self.sent = 0  # records sent over links that have ended (the open ones count their own)
@@ -163,10 +168,10 @@ class DirectLinks:
             self.addresses.pop(origin, None)
             return
         self.addresses[origin] = address
-        # one link a pair: the lower origin dials, the other waits for it
-        dials = self.enabled and origin > self.origin
-        if dials and origin not in self._dialing and self.link(origin) is None:
-            task = asyncio.get_running_loop().create_task(self._dial(origin), name=f"meshkit:dial:{origin}")
+        if self.enabled and origin not in self._dialing and self.link(origin) is None:
+            first = 0.0 if self.origin < origin else HIGHER_WAITS
+            dial = self._dial(origin, first)
+            task = asyncio.get_running_loop().create_task(dial, name=f"meshkit:dial:{origin}")
             self._dialing[origin] = task
             task.add_done_callback(functools.partial(self._dialed, origin))
 
@@ -186,38 +191,48 @@ class DirectLinks:
             self._background(link.close(1000, "peer left the mesh"))
 
     # -- dialing -------------------------------------------------------------------------------------------
-    async def _dial(self, origin: str) -> None:
+    async def _dial(self, origin: str, first: float) -> None:
+        await asyncio.sleep(first)
         pause = FIRST_RETRY
         while not self.closing and origin in self.addresses and self.link(origin) is None:
             address = self.addresses[origin]
+            self._connecting.add(origin)
             try:
-                ws = await asyncio.wait_for(self._connect(address), self.connect_timeout)
-            except Exception as exc:  # refused, unreachable, silent, not admitted: the broker it is
-                reason = str(exc) or type(exc).__name__
-                if isinstance(exc, TimeoutError):
-                    reason = f"no answer within {self.connect_timeout:g} s"
-                log_at = logging.WARNING if origin not in self.failures else logging.INFO
-                log.log(
-                    log_at, "No direct connection to %s at %s (%s): using the broker", origin, address, reason
-                )
-                self.failures[origin] = reason
+                socket = await self._open(origin, address)
+            finally:
+                self._connecting.discard(origin)
+            if socket is None:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, LAST_RETRY)
                 continue
             pause = FIRST_RETRY
-            socket = ClientSocket(ws)
-            try:
-                await self._handshake_as_caller(origin, socket)
-            except (Refused, LinkClosed, TimeoutError) as exc:
-                reason = str(exc) or type(exc).__name__
-                log.warning("Direct connection to %s at %s not admitted: %s", origin, address, reason)
-                self.failures[origin] = reason
-                await socket.close(REFUSED, "not admitted")
-                await asyncio.sleep(LAST_RETRY / 2)
-                continue
             self.failures.pop(origin, None)
             await self._serve(origin, socket, dialed=True)
             await asyncio.sleep(FIRST_RETRY)  # then dial again, if the peer is still in the mesh
+
+    async def _open(self, origin: str, address: str) -> Socket | None:
+        """A connection to `origin` admitted both ways, or None (why: logged, and in `failures`)."""
+        try:
+            ws = await asyncio.wait_for(self._connect(address), self.connect_timeout)
+        except Exception as exc:  # refused, unreachable, silent, not admitted: the broker it is
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer within {self.connect_timeout:g} s"
+            level = logging.WARNING if origin not in self.failures else logging.INFO
+            log.log(level, "No direct connection to %s at %s (%s): using the broker", origin, address, reason)
+            self.failures[origin] = reason
+            return None
+        socket = ClientSocket(ws)
+        try:
+            await self._handshake_as_caller(origin, socket)
+        except (Refused, LinkClosed, TimeoutError) as exc:
+            reason = str(exc) or "no handshake in time"
+            level = logging.INFO if LOWER_WINS in reason else logging.WARNING
+            log.log(level, "Direct connection to %s at %s not admitted: %s", origin, address, reason)
+            self.failures[origin] = reason
+            await socket.close(REFUSED, "not admitted")
+            return None
+        return socket
 
     async def _connect(self, address: str) -> ClientConnection:
         return await connect(
@@ -254,10 +269,13 @@ class DirectLinks:
                 caller, theirs, mine, challenge = self.admission.challenge(await socket.recv())
                 await socket.send(challenge)
                 self.admission.admit(caller, theirs, mine, await socket.recv())
+                if self.origin < caller and (caller in self._connecting or self.link(caller) is not None):
+                    raise Refused(LOWER_WINS)  # both dialed at once: one link a pair, ours
                 await socket.send(READY)
         except (Refused, TimeoutError) as exc:
             reason = str(exc) or "no handshake in time"
-            log.warning("Refused a direct connection from %s claiming %s: %s", remote, caller, reason)
+            level = logging.INFO if reason == LOWER_WINS else logging.WARNING
+            log.log(level, "Refused a direct connection from %s claiming %s: %s", remote, caller, reason)
             with contextlib.suppress(Exception):
                 await socket.send(refusal(reason))
                 await socket.close(REFUSED, "not admitted")

@@ -113,6 +113,15 @@ def test_a_peer_whose_direct_address_refuses_is_used_over_the_broker_without_a_f
     assert "Connect call failed" in a.log() + b.log() or "refused" in (a.log() + b.log()).lower()
 
 
+def test_when_only_one_peer_can_be_reached_the_other_dials_it_whichever_origin_is_lower(mesh: Mesh) -> None:
+    mesh.monitor()
+    hidden = mesh.app(PEER_APP, {**DIRECT, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
+    reachable = mesh.app(PEER_APP, DIRECT)
+    linked(hidden, reachable)
+    assert call(reachable, f"peer.echo@{hidden.origin}")["status"] == 200
+    assert call(hidden, f"peer.echo@{reachable.origin}")["status"] == 200
+
+
 def test_a_direct_address_that_never_answers_costs_no_request(mesh: Mesh) -> None:
     mesh.monitor()
     with SilentPort() as silent_a, SilentPort() as silent_b:

@@ -74,11 +74,12 @@ class TcpProxy:
                 sink.sendall(data)
         except OSError:
             pass
-        for sock in (source, sink):
+        for sock in (source, sink):  # one side ended: so does the other; the second pump closes nothing new
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            sock.close()
 
     def cut(self) -> int:
         """Reset every open connection, both ends; returns how many there were."""
