@@ -1,6 +1,7 @@
-"""`python -m bench [--json] [--only inprocess,http,endpoint,mesh,streams,rolling]
+"""`python -m bench [--json] [--only inprocess,http,endpoint,direct,mesh,streams,rolling]
 [--payloads 200,10240,204800] [--repeat 3] [--loop uvloop|asyncio]`
 
+"direct" is `python -m bench.direct` (the mesh over the direct path, against the HTTP floor, at each payload).
 "endpoint" is `python -m bench.endpoint` (a plain FastAPI endpoint in a bare app and in a meshkit app).
 "streams" is `python -m bench.streams` (segments/s of 200 B segments over the mesh and over HTTP, beside
 their floors) with its defaults but `--repeat` and `--bootstrap`; run it alone for its own options.
@@ -27,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per line (BENCH.md)")
     parser.add_argument(
         "--only",
-        default="inprocess,http,endpoint,mesh,streams,rolling",
-        help="comma list of: inprocess, http, endpoint, mesh, streams, rolling",
+        default="inprocess,http,endpoint,direct,mesh,streams,rolling",
+        help="comma list of: inprocess, http, endpoint, direct, mesh, streams, rolling",
     )
     parser.add_argument("--payloads", default="200,10240,204800", help="mesh payload sizes in bytes")
     parser.add_argument(
@@ -59,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             from bench import endpoint
 
             figures += endpoint.run(args.repeat)
+        elif part == "direct":
+            from bench import direct
+
+            sizes = tuple(int(p) for p in args.payloads.split(","))
+            figures += direct.run(sizes, args.repeat, args.bootstrap)
         elif part == "mesh":
             from bench import mesh
 

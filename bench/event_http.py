@@ -47,19 +47,19 @@ def _meshkit_server() -> contextlib.AbstractContextManager[str]:
     return _server(args, port, "/livenessprobe")
 
 
-async def floor_figure(url: str) -> Figure:
+async def floor_figure(url: str, payload: bytes = PAYLOAD) -> Figure:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT)) as session:
 
         async def call() -> bytes:
-            async with session.post(url, data=PAYLOAD, headers=OCTET_STREAM) as response:
+            async with session.post(url, data=payload, headers=OCTET_STREAM) as response:
                 body = await response.read()
             if response.status != 200:
                 raise RuntimeError(f"the http floor answered {response.status}: {body!r}")
             return body
 
-        if await call() != PAYLOAD:
+        if await call() != payload:
             raise RuntimeError("the http floor does not echo its payload")
-        return await measure("http floor (aiohttp, FastAPI)", len(PAYLOAD), call)
+        return await measure("http floor (aiohttp, FastAPI)", len(payload), call)
 
 
 async def meshkit_figure(url: str) -> Figure:

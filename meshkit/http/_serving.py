@@ -61,7 +61,7 @@ class DrainingServer(uvicorn.Server):
 def serve(app: str, *, host: str, port: int, log_level: str) -> None:
     """Run `app` ("module:attribute") with uvicorn, draining on the first SIGTERM/SIGINT; exits as
     `uvicorn.run` does (status 3 when the app failed to start)."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="websockets-sansio")
     server = DrainingServer(config)
     try:
         server.run()

@@ -1,0 +1,86 @@
+"""Mesh PostOffice.request over the direct path (`mesh.transport=direct`) against the HTTP floor, at 200 B,
+10 KB and 200 KB (`python -m bench --only direct`).
+
+The echo app runs in its own process, the caller in this one, both on the direct path, on a fresh broker
+with a monitor (the broker still carries the joins); measured once their link is up. The floor is the
+HTTP floor of bench.event_http (aiohttp posting to one uvicorn worker) with the same payload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from bench.common import Figure, measure, median_of, run_async
+from bench.event_http import _floor_server, floor_figure
+from bench.kafka_floor import phase_broker
+from bench.mesh import _process, _until, mesh_settings
+from meshkit import AppConfig, Platform, PostOffice
+from meshkit.connectors import make_connector
+from meshkit.devbroker import free_port
+from meshkit.mesh import join_mesh
+
+PAYLOADS = (200, 10 * 1024, 200 * 1024)
+
+
+@contextlib.asynccontextmanager
+async def direct_mesh(bootstrap: str | None = None) -> AsyncIterator[PostOffice]:
+    """A fresh broker, a monitor, the echo app and a caller here, linked directly."""
+    with phase_broker(bootstrap) as servers:
+        monitor_port = free_port()
+        common = {**mesh_settings(servers, monitor_port), "cloud.connector": "kafka"}
+        direct = {**common, "mesh.transport": "direct"}
+        with (
+            _process("presence_server.main:app", monitor_port, common),
+            _process("bench.echo_app:app", free_port(), direct),
+        ):
+            # the caller serves no HTTP: nothing listens where the echo app would dial it, so it dials
+            unreachable = {"mesh.direct.address": f"127.0.0.1:{free_port()}"}
+            config = AppConfig.load(argv=[], environ={}, overrides={**direct, **unreachable})
+            platform = Platform(config, name="bench-caller", functions=[])
+            await platform.start()
+            try:
+                node = await join_mesh(platform, make_connector(config))
+                po = PostOffice(platform)
+                await _until(lambda: po.exists("bench.echo"), 20.0)
+                await _until(lambda: bool(node.direct.links), 20.0)
+                yield po
+            finally:
+                await platform.stop()
+
+
+async def direct_figure(payload_bytes: int, bootstrap: str | None = None) -> Figure:
+    payload = os.urandom(payload_bytes)
+
+    async def call(po: PostOffice) -> None:
+        reply = await po.request("bench.echo", payload, timeout=10.0)
+        if reply.status != 200 or reply.body != payload:
+            raise RuntimeError(f"bench.echo answered {reply.status}")
+
+    async with direct_mesh(bootstrap) as po:
+        return await measure("mesh PostOffice.request, direct", payload_bytes, lambda: call(po))
+
+
+def run(payloads: tuple[int, ...] = PAYLOADS, repeat: int = 3, bootstrap: str | None = None) -> list[Figure]:
+    """For each payload, `repeat` runs of the HTTP floor and of the direct path, in turns; medians."""
+    figures: list[Figure] = []
+    for size in payloads:
+        floors: list[Figure] = []
+        directs: list[Figure] = []
+        payload = os.urandom(size)
+        for _ in range(repeat):
+            with _floor_server() as base:
+                floors.append(run_async(floor_figure(base + "/echo", payload)))
+            directs.append(run_async(direct_figure(size, bootstrap)))
+        floor = median_of(floors)
+        figures += [floor, median_of(directs).against(floor)]
+    return figures
+
+
+if __name__ == "__main__":
+    import sys
+
+    from bench.common import report
+
+    report(run(), "--json" in sys.argv)
