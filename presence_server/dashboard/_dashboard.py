@@ -216,6 +216,7 @@ class Dashboard:
                     "created": c.created,
                     "elapsed": elapsed_text((clock - created).total_seconds()) if created else "",
                     "routes": self.routes.routes_of(c.origin) if self.routes is not None else None,
+                    "path": self.routes.path_of(c.origin) if self.routes is not None else None,
                 }
             )
         apps_per_monitor: dict[str, int] = {}

@@ -37,6 +37,7 @@ class AppRoutes:
     name: str
     group: int
     routes: set[str] = field(default_factory=set)
+    direct: str | None = None  # where it takes direct connections, as its join said (None: broker only)
 
 
 class RouteBook:
@@ -85,6 +86,13 @@ class RouteBook:
         app = self.apps.get(origin)
         return sorted(app.routes) if app is not None else None
 
+    def path_of(self, origin: str) -> str | None:
+        """ "direct <address>" or "broker" as the app's join said; None when this monitor has not seen it."""
+        app = self.apps.get(origin)
+        if app is None:
+            return None
+        return f"direct {app.direct}" if app.direct else "broker"
+
     def forget(self, origin: str) -> None:
         self.apps.pop(origin, None)
 
@@ -107,8 +115,13 @@ class RouteBook:
             return
         if kind == "join":
             name = message.get("name")
+            direct = message.get("direct")
             self.apps[origin] = AppRoutes(
-                origin, name if isinstance(name, str) else "", group, set(_routes(message.get("routes")))
+                origin,
+                name if isinstance(name, str) else "",
+                group,
+                set(_routes(message.get("routes"))),
+                direct[:MAX_ROUTE_CHARS] if isinstance(direct, str) else None,
             )
         elif kind == "routes":
             app = self.apps.get(origin)

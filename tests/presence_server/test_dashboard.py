@@ -175,7 +175,8 @@ async def test_the_route_book_reads_joins_and_route_changes_and_skips_bad_record
         send(2, control_record(EVERYONE, {"type": "join", "origin": ORIGIN_B, "routes": "not a list"}))
         send(2, control_record(EVERYONE, {"type": "join", "origin": ORIGIN_B, "routes": ["x"], "forged": 1}))
         send(2, control_record(EVERYONE, {"type": "routes", "origin": ORIGIN_B, "add": ["partial"]}))
-        send(1, control_record(EVERYONE, {"type": "join", "origin": ORIGIN_A, "name": "a", "routes": ["r1"]}))
+        join_a = {"type": "join", "origin": ORIGIN_A, "name": "a", "routes": ["r1"], "direct": "ws://a:1/d"}
+        send(1, control_record(EVERYONE, join_a))
         send(1, control_record(EVERYONE, {"type": "routes", "origin": ORIGIN_A, "add": ["r2", "r1"]}))
         send(1, control_record(EVERYONE, {"type": "routes", "origin": ORIGIN_A, "remove": ["r1"]}))
         send(2, control_record(EVERYONE, {"type": "join", "origin": ORIGIN_C, "routes": ["marker"]}))
@@ -183,6 +184,11 @@ async def test_the_route_book_reads_joins_and_route_changes_and_skips_bad_record
         await eventually(lambda: book.routes_of(ORIGIN_A) == ["r2"], what="A's last route change")
         await eventually(lambda: book.routes_of(ORIGIN_C) == ["marker"], what="the marker on partition 2")
         assert book.routes_of(ORIGIN_B) is None  # bad join, forged join, routes without a join
+        assert (book.path_of(ORIGIN_A), book.path_of(ORIGIN_C), book.path_of(ORIGIN_B)) == (
+            "direct ws://a:1/d",
+            "broker",
+            None,
+        )
         assert changes == [(ORIGIN_A, ["r2"], []), (ORIGIN_A, [], ["r1"])]
         send(1, control_record(EVERYONE, {"type": "leave", "origin": ORIGIN_A}))
         await eventually(lambda: book.routes_of(ORIGIN_A) is None, what="A's leave")
@@ -219,6 +225,7 @@ def _shown_apps(driver: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = driver.execute_script(
         """return Array.from(document.querySelectorAll('#apps-body tr')).map((tr) => ({
              name: tr.dataset.name, origin: tr.dataset.origin,
+             path: tr.querySelector('.path').textContent,
              routes: Array.from(tr.querySelectorAll('.chip')).map((c) => c.textContent)}));"""
     )
     return rows
@@ -265,7 +272,9 @@ def test_the_dashboard_shows_apps_join_and_leave_in_a_headless_browser(
             "presence.url": f"ws://127.0.0.1:{monitor.port}/ws/presence",
         }
         rest = stack.enter_context(UvicornProcess(REST_APP, properties=app_properties))
-        lambda_example = stack.enter_context(UvicornProcess(LAMBDA_APP, properties=app_properties))
+        lambda_example = stack.enter_context(
+            UvicornProcess(LAMBDA_APP, properties={**app_properties, "mesh.transport": "direct"})
+        )
         lambda_origin = httpx.get(lambda_example.url + "/info").json()["origin"]
         rest_origin = httpx.get(rest.url + "/info").json()["origin"]
 
@@ -289,8 +298,10 @@ def test_the_dashboard_shows_apps_join_and_leave_in_a_headless_browser(
                 and web
                 and lam["name"] == "lambda-example"
                 and {"hello.world", "hello.pojo"} <= set(lam["routes"])
+                and lam["path"] == f"direct ws://127.0.0.1:{lambda_example.port}/api/mesh/direct"
                 and web["name"] == "rest-example"
                 and "hello.world" in web["routes"]
+                and web["path"] == "broker"
             )
 
         wait_until(
