@@ -3,14 +3,17 @@
 
 The echo app runs in its own process, the caller in this one, both on the direct path, on a fresh broker
 with a monitor (the broker still carries the joins); measured once their link is up. The floor is the
-HTTP floor of bench.event_http (aiohttp posting to one uvicorn worker) with the same payload.
+HTTP floor of bench.event_http (aiohttp posting to one uvicorn worker) with the same payload. Then, from
+outside, the REST example's `/api/pojo/mesh/1` with both examples on the direct path against its
+`/api/pojo/http/1`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from bench.common import Figure, measure, median_of, run_async
 from bench.event_http import _floor_server, floor_figure
@@ -62,6 +65,49 @@ async def direct_figure(payload_bytes: int, bootstrap: str | None = None) -> Fig
         return await measure("mesh PostOffice.request, direct", payload_bytes, lambda: call(po))
 
 
+async def rest_example_figures(bootstrap: str | None = None) -> list[Figure]:
+    """From outside, with both examples on the direct path: `GET /api/pojo/mesh/1` on the REST example
+    against `GET /api/pojo/http/1` (the same call as Event over HTTP to the lambda example)."""
+    import aiohttp
+
+    with phase_broker(bootstrap) as servers:
+        monitor_port, lambda_port, rest_port = free_port(), free_port(), free_port()
+        common = {**mesh_settings(servers, monitor_port), "cloud.connector": "kafka"}
+        direct = {**common, "mesh.transport": "direct"}
+        endpoint = {"lambda.example.endpoint": f"http://127.0.0.1:{lambda_port}/api/event"}
+        with (
+            _process("presence_server.main:app", monitor_port, common),
+            _process("example_services.lambda_example.main:app", lambda_port, direct),
+            _process("example_services.rest_example.main:app", rest_port, {**direct, **endpoint}),
+        ):
+            base = f"http://127.0.0.1:{rest_port}"
+            async with aiohttp.ClientSession() as session:
+
+                async def linked() -> bool:
+                    async with session.get(base + "/info/routes") as response:
+                        nodes = (await response.json())["routing"]["nodes"].values()
+                    return any(node.get("path") == "direct" for node in nodes)
+
+                deadline = asyncio.get_running_loop().time() + 20
+                while not await linked():
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise RuntimeError("the examples did not link directly within 20 s")
+                    await asyncio.sleep(0.1)
+
+                def getter(path: str) -> Callable[[], Awaitable[object]]:
+                    async def call() -> object:
+                        async with session.get(base + path) as response:
+                            if response.status != 200:
+                                raise RuntimeError(f"{path} answered {response.status}")
+                            return await response.read()
+
+                    return call
+
+                http = await measure("REST example /api/pojo/http/1", 0, getter("/api/pojo/http/1"))
+                mesh = await measure("REST example /api/pojo/mesh/1, direct", 0, getter("/api/pojo/mesh/1"))
+    return [http, mesh.against(http)]
+
+
 def run(payloads: tuple[int, ...] = PAYLOADS, repeat: int = 3, bootstrap: str | None = None) -> list[Figure]:
     """For each payload, `repeat` runs of the HTTP floor and of the direct path, in turns; medians."""
     figures: list[Figure] = []
@@ -75,6 +121,7 @@ def run(payloads: tuple[int, ...] = PAYLOADS, repeat: int = 3, bootstrap: str | 
             directs.append(run_async(direct_figure(size, bootstrap)))
         floor = median_of(floors)
         figures += [floor, median_of(directs).against(floor)]
+    figures += run_async(rest_example_figures(bootstrap))
     return figures
 
 
