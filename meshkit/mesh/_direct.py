@@ -280,7 +280,8 @@ class DirectLinks:
                 await socket.send(refusal(reason))
                 await socket.close(REFUSED, "not admitted")
             return
-        except LinkClosed:
+        except LinkClosed as exc:
+            log.warning("A direct connection from %s ended in its handshake: %s", remote, exc)
             return
         await self._serve(caller, socket, dialed=False)
 

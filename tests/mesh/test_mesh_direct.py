@@ -253,6 +253,11 @@ async def test_a_peer_claiming_another_origin_on_the_direct_path_is_refused(mesh
         await ws.send(b"\xc1 not msgpack")
         answer = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 5))
         assert answer["type"] == "refused" and "undecodable" in answer["message"]
+    async with connect(url, additional_headers=headers, proxy=None) as ws:
+        await ws.send("a text message")
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    lam.wait_for_log("ended in its handshake: a text message on a direct connection")
     # without the mesh key, or with a wrong one: refused at the door (403), logged
     for wrong in ({}, {"x-mesh-key": "guess"}):
         with pytest.raises(websockets.InvalidStatus) as refused:
