@@ -1,6 +1,6 @@
 """Fuzzing the edges that take input from outside (hardening point 9), with hypothesis.
 
-The targets: the envelope decoder, an app's Kafka record handler (``EventTransport._on_record``), the control
+The targets: the envelope decoder, an app's Kafka record handler (``EventTransport.receive``), the control
 messages of the mesh (``MeshNode._on_control``, the monitor's ``service.monitor`` partition 0 and its
 websocket keep-alives), ``POST /api/event`` on a real server, the presence websocket of a real monitor, the
 SSE parser and frame decoder of event streams (``meshkit.http._sse``), and meshkit's stream reader fed any

@@ -1,4 +1,4 @@
-"""Target 2, an app's Kafka record handler: ``EventTransport._on_record`` of a real mesh node, in process.
+"""Target 2, an app's Kafka record handler: ``EventTransport.receive`` of a real mesh node, in process.
 
 Two mesh nodes share an in-memory broker the way two apps share Kafka: node A (functions ``fuzz.*``) on
 ``multiplex.0001-000`` and node B (no functions) on ``multiplex.0001-001``, both on their closed user group's
@@ -294,7 +294,7 @@ async def feed(mesh: Mesh, frames: list[bytes | dict[Any, Any]]) -> None:
     transport._reassembler = joiner = Reassembler(MAX_EVENT_BYTES)
     for n, frame in enumerate(frames):
         record = to_bytes(frame, mesh.placeholders)
-        transport._on_record(record)  # anything raised here fails the test: a record stopped the consumer
+        transport.receive(record)  # anything raised here fails the test: a record stopped the consumer
         partials = {m: p.size for m, p in joiner._partials.items() if p.size > MAX_EVENT_BYTES}
         assert not partials, f"record {n} left partial events above max.event.size: {partials}"
     await settle(mesh.a.platform)
@@ -304,7 +304,7 @@ def test_the_record_handler_survives_any_record(mesh: Mesh) -> None:
     @fuzz_settings()
     @given(records())
     def one_input(frames: list[bytes | dict[Any, Any]]) -> None:
-        tally("2 EventTransport._on_record")
+        tally("2 EventTransport.receive")
         mesh.errors.take()
         mesh.runner.run(feed(mesh, frames))
         new = mesh.errors.take()
@@ -373,7 +373,7 @@ def test_the_reassembler_holds_a_bounded_total(mesh: Mesh) -> None:
 
         async def deliver() -> None:
             for frame in frames:
-                transport._on_record(to_bytes(frame, mesh.placeholders))
+                transport.receive(to_bytes(frame, mesh.placeholders))
 
         mesh.runner.run(deliver())
         assert joiner.held_bytes <= 2 * MAX_EVENT_BYTES, (
