@@ -15,11 +15,11 @@ the AppError's status for a bus error).
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
-from meshkit import AppError, FunctionRegistry, PostOffice, create_app, current_platform
+from meshkit import FunctionRegistry, create_app, current_platform
+from tests.apps.calling import call
 
 callee_functions = FunctionRegistry()
 
@@ -47,19 +47,4 @@ caller = create_app(
 )
 
 
-@caller.get("/call/{route}")
-async def call(route: str, timeout: float = 5.0, seconds: float = 0.0, mark: str = "-") -> dict[str, Any]:
-    """One request through the mesh; never raises, so the test sees how (and how fast) it ended."""
-    started = time.monotonic()
-    outcome: dict[str, Any]
-    try:
-        reply = await PostOffice().request(
-            route, headers={"seconds": str(seconds), "mark": mark}, timeout=timeout
-        )
-        outcome = {"status": reply.status, "body": reply.body}
-    except AppError as exc:
-        outcome = {"status": exc.status, "error": exc.message}
-    except TimeoutError as exc:
-        outcome = {"status": 408, "error": str(exc)}
-    outcome["elapsed"] = time.monotonic() - started
-    return outcome
+caller.get("/call/{route}")(call)
