@@ -377,7 +377,6 @@ class Platform:
         route is safe to retry (`idempotent`: the caller's say for this call; None: the route's declaration).
         """
         caller_cid = event.cid  # the caller's own correlation id comes back on the reply
-        cid = event.cid = new_event_id()
         event.reply_to = self.inbox
         started = time.perf_counter()
         deadline = started + timeout
@@ -385,13 +384,16 @@ class Platform:
             event.deadline = deadline
         pool = self._pools.get(event.to)  # type: ignore[arg-type]
         if pool is not None and not (external and pool.spec.private):
-            reply = pool.submit(event, inline=True)  # the caller awaits: its first step may run right here
-            if reply is not None:
+            reply = pool.submit(event, inline=True)  # the caller awaits: the first step may run now
+            if reply is not None:  # it answered in its first step: no correlation id needed
                 reply.round_trip = (time.perf_counter() - started) * 1000
-                reply.cid = event.cid = caller_cid
+                reply.cid = caller_cid
                 return reply
-            # queued, or the handler awaits something: its reply arrives through the inbox like any other
+            # queued, or the handler awaits something: its reply, made on a later turn, takes this cid and
+            # arrives through the inbox like any other
+            cid = event.cid = new_event_id()
         else:
+            cid = event.cid = new_event_id()
             self.dispatch(event, external=external)
         loop = self.loop
         future: asyncio.Future[EventEnvelope] = loop.create_future()

@@ -1,9 +1,10 @@
 """A function's executions: at most `instances` at a time, the rest waiting in arrival order.
 
 There are no idle worker tasks. An event starts at once while the function has a free instance, otherwise it
-waits in the backlog. A request to a local `async def` function runs its first step inline in the caller's
-task (no hand-off at all); a handler that awaits something is finished by a task of its own, so the caller's
-timeout still holds.
+waits in the backlog. Every execution has a task of its own from its first line, so asyncio's and anyio's
+timeouts and task groups in a handler belong to the handler. A request to a local `async def` function (and
+an event from the network) starts that task eagerly (meshkit.core._eager): its first step runs at once, and a
+handler that answers in it hands its reply straight back, with no loop turn and no inbox round trip.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,47 +31,11 @@ from meshkit.core._producer import refusal, run_stream, stream_terms
 from meshkit.core._seams import Span, Tracer
 from meshkit.core._stats import RouteStats
 from meshkit.core._streamhub import StreamHub
+from meshkit.core._worker import Body, Worker
 
 log = logging.getLogger("meshkit.worker")
 
 Deliver = Callable[[EventEnvelope], None]  # sends a reply on its way (the platform's deliver_reply)
-
-_DONE = object()  # a coroutine that finished in its first step
-
-
-class _Resume:
-    """Await a coroutine that has already run its first step and yielded `first` (what `yield from` does),
-    with `deadline` as the running deadline of each step (meshkit.core._context.INLINE)."""
-
-    __slots__ = ("coro", "deadline", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any, deadline: float) -> None:
-        self.coro, self.first, self.deadline = coro, first, deadline
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, message, deadline = self.coro, self.first, self.deadline
-        while True:
-            try:
-                sent = yield message
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation and friends go to the handler, as with a plain await
-                outer, INLINE.deadline = INLINE.deadline, deadline
-                try:
-                    message = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                finally:
-                    INLINE.deadline = outer
-            else:
-                outer, INLINE.deadline = INLINE.deadline, deadline
-                try:
-                    message = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-                finally:
-                    INLINE.deadline = outer
 
 
 class FunctionPool:
@@ -82,12 +47,14 @@ class FunctionPool:
         "_deliver",
         "_executor",
         "_free",
+        "_idle",
         "_inline",
         "_log_context",
         "_owner",
         "_streams",
         "_tasks",
         "_tracer",
+        "_workers",
         "busy",
         "expired",
         "handled",
@@ -122,13 +89,15 @@ class FunctionPool:
         self._backlog: deque[tuple[EventEnvelope, float]] = deque()  # with the time of arrival
         self._free = list(range(spec.instances, 0, -1))  # instance numbers not in use
         self._tasks: set[asyncio.Task[None]] = set()
+        self._workers: set[Worker] = set()  # the tasks async executions run in (meshkit.core._worker)
+        self._idle: list[Worker] = []  # parked, for the next execution
         self._tracer = tracer
         self.stats = RouteStats()  # executions, errors, run time: read by observers (/metrics)
         self._owner = owner
         self._context = EventContext(spec.route, None, None, owner)  # an untraced execution's, prebuilt
         self._log_context = log_context
         self._streams = streams
-        self._inline = spec.is_async and not spec.streaming  # a stream always runs in a task of its own
+        self._inline = spec.is_async and not spec.streaming  # driven by _steps; a stream by _stream
         # a plain `def` handler gets threads of its own, as many as its instances, so it never blocks the loop
         self._executor = (
             None
@@ -141,7 +110,8 @@ class FunctionPool:
         return len(self._backlog)
 
     async def stop(self) -> None:
-        tasks, self._tasks = list(self._tasks), set()
+        tasks, self._tasks = [*self._tasks, *(w.task for w in self._workers)], set()
+        self._workers, self._idle = set(), []
         self._backlog.clear()
         for task in tasks:
             task.cancel()
@@ -153,16 +123,17 @@ class FunctionPool:
     def submit(self, event: EventEnvelope, *, inline: bool = False) -> EventEnvelope | None:
         """Start the event now if an instance is free, else queue it (AppError 503 when the queue is full).
 
-        `inline`: the caller lets an async handler's first step run right here, in its own task (a request
-        it awaits, or an event from the network, which arrives in a loop callback, not inside another
-        handler). This is the one place that decides whether an event runs inline; a handler that finishes
-        in its first step returns its reply, with no task at all. Otherwise the reply goes to `reply_to`.
+        `inline`: the caller lets an async handler's first step run right here, in the handler's worker task
+        (a request it awaits, or an event from the network, which arrives in a loop callback, not inside
+        another handler). This is the one place that decides whether an event runs inline; a handler that
+        finishes in its first step returns its reply, with no loop turn. Otherwise the reply goes to
+        `reply_to`.
         """
         if event.trace_id is not None:
             stamp(event)  # the sender's span and route, while its context is the current one
         if self.busy < self.spec.instances:
-            if inline and self._inline:
-                return self._run_inline(event)
+            if self._inline:
+                return self._begin(event, None, inline)
             self._spawn(self._run(event, self._acquire()))
         elif len(self._backlog) < self.max_queue:
             self._backlog.append((event, time.perf_counter()))
@@ -181,7 +152,10 @@ class FunctionPool:
         self.handled += 1
         if self._backlog:
             event, arrived = self._backlog.popleft()
-            self._spawn(self._run(event, self._acquire(), arrived))
+            if self._inline:
+                self._begin(event, arrived, False)
+            else:
+                self._spawn(self._run(event, self._acquire(), arrived))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -198,69 +172,94 @@ class FunctionPool:
         finally:
             self._release(instance)
 
-    def _run_inline(self, event: EventEnvelope) -> EventEnvelope | None:
-        """Run an event's first step in the caller's task. Returns the reply if the handler finished in it;
-        otherwise a task finishes the handler and delivers the reply to `event.reply_to` as usual."""
+    def _begin(self, event: EventEnvelope, arrived: float | None, inline: bool) -> EventEnvelope | None:
+        """Start an async handler's execution in a worker task (meshkit.core._worker). `inline`: its first
+        step runs now if a worker is parked, and a reply it gives there is returned here; any other reply
+        goes to `event.reply_to`."""
         started = time.perf_counter()
-        deadline = event.deadline
-        if deadline is not None and started > deadline:
-            return self._expired(event, started)
+        if event.deadline is not None and started > event.deadline:
+            reply = self._expired(event, arrived or started)
+            if inline or reply is None:
+                return reply
+            self._deliver(reply)
+            return None
         instance = self._acquire()
+        context = contextvars.copy_context()
+        idle = self._idle
+        if idle:
+            worker = idle.pop()
+            if inline and worker.parked:
+                finished, reply = worker.begin(self._steps(event, instance, started, arrived, True), context)
+                if finished:
+                    idle.append(worker)
+                    return reply  # type: ignore[no-any-return]
+                return None
+        else:
+            worker = Worker(asyncio.get_running_loop(), self._worker_done)
+            self._workers.add(worker)
+        worker.assign(self._steps(event, instance, started, arrived, False), context)
+        return None
+
+    def _worker_done(self, worker: Worker, serving: bool) -> bool:
+        """A worker's execution ended: it waits for the next one, or ends (cancelled, or enough are idle)."""
+        if serving and worker in self._workers and len(self._idle) < self.spec.instances:
+            self._idle.append(worker)
+            return True
+        self._workers.discard(worker)
+        return False
+
+    def _steps(
+        self, event: EventEnvelope, instance: int, started: float, arrived: float | None, inline: bool
+    ) -> Body:
+        """One execution of an async handler, driven step by step so that each step runs with its event's
+        deadline (INLINE), in its own context. Returns the reply if it is `inline` and ended in its first
+        step; otherwise it sends the reply on its way itself."""
+        deadline = event.deadline
         span: Span | None = None
-        token: contextvars.Token[EventContext | None] | None = None
         if event.trace_id is not None:
             if self._tracer is not None:
-                span = self._tracer.begin(self.spec.route, event, started)
-            context = EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner, deadline)
-            token = current_event.set(context)
+                span = self._tracer.begin(self.spec.route, event, arrived or started)
+            current_event.set(
+                EventContext(self.spec.route, event.trace_id, event.trace_path, self._owner, deadline)
+            )
         elif self._log_context or PROCESS.shared:
-            token = current_event.set(self._context)
+            current_event.set(self._context)
         step_deadline = NO_DEADLINE if deadline is None else deadline
-        outer, INLINE.deadline = INLINE.deadline, step_deadline
+        suspended = False
         try:
-            try:
-                coro = self._invoke_async(event, instance)
-                first = coro.send(None)
-            except StopIteration as stop:
-                reply = self._reply(event, started, 200, stop.value, None, span)
-            except Exception as exc:
-                reply = self._reply(event, started, *self._failure(event, exc), span)
-            except BaseException:
-                self._release(instance)
-                raise
-            else:
-                self._spawn(self._finish(event, instance, coro, first, started, span, step_deadline))
-                return None
+            coro = self._invoke_async(event, instance)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                outer, INLINE.deadline = INLINE.deadline, step_deadline
+                try:
+                    message = coro.send(sent) if thrown is None else coro.throw(thrown)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                finally:
+                    INLINE.deadline = outer  # before the task waits: other tasks run meanwhile
+                suspended, thrown = True, None
+                try:
+                    sent = yield message
+                except BaseException as exc:  # cancellation and friends go to the handler, as with an await
+                    thrown = exc
+        except Exception as exc:
+            reply = self._reply(event, started, *self._failure(event, exc), span)
+        else:
+            reply = self._reply(event, started, 200, result, None, span)
         finally:
-            INLINE.deadline = outer
-            if token is not None:
-                current_event.reset(token)
-                if span is not None:
-                    span.detach()
-        self._release(instance)
-        return reply
-
-    async def _finish(
-        self,
-        event: EventEnvelope,
-        instance: int,
-        coro: Coroutine[Any, Any, Any],
-        first: Any,
-        started: float,
-        span: Span | None,
-        deadline: float,
-    ) -> None:
-        try:
-            try:
-                result = await _Resume(coro, first, deadline)
-            except Exception as exc:
-                reply = self._reply(event, started, *self._failure(event, exc), span)
-            else:
-                reply = self._reply(event, started, 200, result, None, span)
-            if reply is not None:
-                self._deliver(reply)
-        finally:
+            if span is not None:
+                span.detach()
             self._release(instance)
+        if inline and not suspended:
+            return reply
+        if reply is not None:
+            try:
+                self._deliver(reply)
+            except Exception:  # a bug in reply delivery must not take the task down unseen
+                log.exception("Unable to complete event %s for %s", event.id, self.spec.route)
+        return None
 
     # -- execution -----------------------------------------------------------------------------------------
     def _arguments(self, event: EventEnvelope, instance: int) -> tuple[Any, ...]:
@@ -302,25 +301,11 @@ class FunctionPool:
         span: Span | None = None
         if event.trace_id is not None and self._tracer is not None:
             span = self._tracer.begin(self.spec.route, event, arrived or started)
-        try:
-            if self.spec.is_async:
-                # driven step by step, so that each step runs with its event's deadline (INLINE)
-                step_deadline = NO_DEADLINE if deadline is None else deadline
-                coro = self._invoke_async(event, instance)
-                outer, INLINE.deadline = INLINE.deadline, step_deadline
-                try:
-                    first = coro.send(None)
-                except StopIteration as stop:
-                    first, result = _DONE, stop.value
-                finally:
-                    INLINE.deadline = outer  # before this task waits: other tasks run meanwhile
-                if first is not _DONE:
-                    result = await _Resume(coro, first, step_deadline)
-            else:
-                args = self._arguments(event, instance)
-                context = contextvars.copy_context()
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._executor, context.run, self.spec.handler, *args)
+        try:  # a plain `def` handler, in one of its own threads (async ones run in _steps)
+            args = self._arguments(event, instance)
+            context = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, context.run, self.spec.handler, *args)
         except Exception as exc:
             return self._reply(event, started, *self._failure(event, exc), span)
         finally:

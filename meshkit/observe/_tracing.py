@@ -137,7 +137,7 @@ class Tracer:
         """Start a traced execution (the caller checked ``event.trace_id``); None for the forwarder."""
         if route == self.forwarder or not self.active:
             return None
-        stamp(event)  # the inline path: the caller's context is still the current one
+        stamp(event)  # an execution's context starts as a copy of its caller's: the caller's span
         return Span(self, route, event, event.span_id, arrived)
 
     def record(
