@@ -26,6 +26,7 @@ _NOT_STARTED = object()  # a job whose first step the worker takes itself
 # the current-task swap Python 3.12's eager tasks use too; without it, no first step runs at once (`begin`)
 _enter_task = getattr(_asyncio_tasks, "_enter_task", None)
 _leave_task = getattr(_asyncio_tasks, "_leave_task", None)
+_current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(_asyncio_tasks, "_current_tasks", None)
 
 
 class Worker:
@@ -55,7 +56,8 @@ class Worker:
         if it ended there; otherwise (False, None) and the worker goes on with it."""
         loop, task = self._loop, self.task
         assert _enter_task is not None and _leave_task is not None  # `parked` says so
-        caller = asyncio.current_task(loop)
+        # what asyncio.current_task(loop) reads, without its Python frame on 3.11
+        caller = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
         if caller is not None:
             _leave_task(loop, caller)
         _enter_task(loop, task)
