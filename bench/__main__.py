@@ -1,5 +1,9 @@
-"""`python -m bench [--json] [--only inprocess,http,endpoint,direct,mesh,streams,rolling]
+"""`python -m bench [--json] [--only inprocess,http,endpoint,direct,mesh,streams,rolling,segments]
 [--payloads 200,10240,204800] [--repeat 3] [--loop uvloop|asyncio]`
+
+"segments" (not in the default list: "mesh" measures it too) is the Kafka floor beside the segments floor
+(bench/kafka_floor.py: meshkit's records for each payload it segments, on bare confluent-kafka) at each
+payload of `--payloads` above `segment.size`: the broker's own cost of the records a segmented event takes.
 
 "direct" is `python -m bench.direct` (the mesh over the direct path, against the HTTP floor, at each payload).
 "endpoint" is `python -m bench.endpoint` (a plain FastAPI endpoint in a bare app and in a meshkit app).
@@ -29,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="inprocess,http,endpoint,direct,mesh,streams,rolling",
-        help="comma list of: inprocess, http, endpoint, direct, mesh, streams, rolling",
+        help="comma list of: inprocess, http, endpoint, direct, mesh, streams, rolling, segments",
     )
     parser.add_argument("--payloads", default="200,10240,204800", help="mesh payload sizes in bytes")
     parser.add_argument(
@@ -71,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             payloads = tuple(int(p) for p in args.payloads.split(","))
             mesh_figures, extra = mesh.run(payloads, args.repeat, args.bootstrap)
             figures += mesh_figures
+        elif part == "segments":
+            from bench import kafka_floor
+
+            sizes = tuple(int(p) for p in args.payloads.split(","))
+            figures += kafka_floor.segments_run(sizes, args.repeat, args.bootstrap)
         elif part == "streams":
             from bench import streams
 

@@ -15,12 +15,42 @@ STALL_AFTER lost in a row is a broker that answers nothing any more (at 200 KB a
 after about 1,400-1,600 sequential requests: four 64 KB segments each, and a partition stalls past about
 5,500 record batches, `python -m bench.broker_growth`): that run is left out of the medians, said so on
 stderr, and its losses still count in "lost"; with no run left, the size has its floor and no mesh figure.
+
+At a payload meshkit sends in segments (above `segment.size`, 64 KB by default) the run also measures the
+segments floor (bench/kafka_floor.py): bare confluent-kafka sending, for each request and each echo, the
+records meshkit sends (at 200 KB three of 65,664 bytes and one of 8,457, in one produce_batch), beside the
+floor's one record of 204,808; it is the broker's own price for meshkit's records, and the mesh figure is
+given against it too ("mesh, against the segments floor"). `python -m bench --only segments` takes the
+floor and the segments floor alone, and the segments floor again with linger.ms=0.1.
+
+Where the 200 KB gap is (issue 14, part 5; 2 shared cores, 2026-12-02, the runs in the figures' ranges):
+- Not meshkit's Python: the transport hands an event's four segments to the connector in one loop turn and
+  the connector to librdkafka in one produce_batch. With linger.ms=0 librdkafka wakes its broker thread on
+  the first record of that call and sends what is queued by then, so the four records leave as about three
+  produce requests and record batches (librdkafka's statistics, 300 calls on a fresh Tansu: 951 batches at
+  linger.ms=0, 312 at 0.1). The floor's one record is one batch.
+- Tansu's cost is per record batch, not per record: a partition filled with 4-record batches still answers
+  in 5 ms at 3,000 batches (12,000 records) and stalls at 5,000 (20,000 records), as with 1-record batches
+  (`bench.broker_growth`). So a sequential 200 KB run (200 + 2,000 requests, about 3 batches each on each
+  partition) crosses the stall: with the defaults all three mesh runs stalled, after 1,778, 1,508 and 1,826
+  answered requests, and gave no figure (the floor: 7.8 ms p50, 327 req/s, 293-378). The segments floor
+  got through once: 1.43x the floor's p50, 0.72x its req/s - the broker's price for meshkit's records,
+  before any meshkit code runs; in two later tries (a machine loaded by others) it lost a request at 64
+  in flight, and then stopped answering: the same stall, without meshkit.
+- The same four records as one batch cost the broker what one record does: with linger.ms=0.1 on both
+  sides the segments floor is 1.05x the floor's p50 and 1.10x its req/s, and the mesh gets through its
+  sequential run: 1.22x the floor's p50, 0.76x its req/s, 0.69x the segments floor's (one run each; what
+  is left, about a third, is meshkit's own CPU for 200 KB on two cores it shares with the broker).
+- linger.ms stays 0 by default: any linger above 0 costs a small event about 1 ms a hop (librdkafka's
+  broker thread waits in whole milliseconds), and the floor at 200 B went from 7.1 ms to 8.0-8.3 ms p50.
+  On Tansu set `kafka.linger.ms=0.1` for large events; on a real Kafka cluster batches are cheap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -32,13 +62,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import Figure, measure, median_of, run_async
-from bench.kafka_floor import PAYLOADS, phase_broker, run_kafka_floor
+from bench.kafka_floor import PAYLOADS, floor_figure, phase_broker, segmented
 from bench.processes import served
 from meshkit import AppConfig, Platform, PostOffice
 from meshkit.connectors import make_connector
 from meshkit.devbroker import free_port
-from meshkit.mesh import join_mesh
+from meshkit.mesh import DEFAULT_SEGMENT_SIZE, join_mesh
 
+MESH_VS_SEGMENTS = "mesh, against the segments floor"
 LOST_AFTER = 10.0  # seconds without a reply: a lost request (p99 at 200 KB is well under a second)
 STALL_AFTER = 5  # requests lost in a row: the broker has stalled, and the run ends
 
@@ -212,11 +243,13 @@ def run(
     figures: list[Figure] = []
     for size in payloads:
         floors: list[Figure] = []
+        segment_floors: list[Figure] = []  # the broker's own figure for meshkit's records (SEGMENTS)
         meshes: list[Figure] = []
         stalled_lost = 0
         for n in range(repeat):
-            row = run_kafka_floor(bootstrap, size)
-            floors.append(Figure(row["name"], size, row["p50_ms"], row["p99_ms"], row["rps_at_64"]))
+            floors.append(floor_figure(bootstrap, size))
+            if segmented(size):
+                segment_floors.append(floor_figure(bootstrap, size, DEFAULT_SEGMENT_SIZE))
             try:
                 meshes.append(run_async(mesh_figure(size, bootstrap)))
             except MeshStalled as stall:
@@ -224,8 +257,13 @@ def run(
                 print(f"mesh at {size} B, run {n + 1} of {repeat}: {stall}; run left out", file=sys.stderr)
         floor = median_of(floors)
         figures.append(floor)
+        segments = median_of(segment_floors).against(floor) if segment_floors else None
+        if segments is not None:
+            figures.append(segments)
         if meshes:
             figure = median_of(meshes).against(floor)
             figure.lost = (figure.lost or 0) + stalled_lost
             figures.append(figure)
+            if segments is not None:  # the same mesh figure against the broker's cost of its records
+                figures.append(dataclasses.replace(figure, name=MESH_VS_SEGMENTS).against(segments))
     return figures, run_async(membership_times(bootstrap))
