@@ -19,6 +19,7 @@ from meshkit.core._codec import (
     to_plain,
 )
 from meshkit.core._context import EventContext, current_event, current_span, stamp
+from meshkit.core._contracts import contract, contract_hints, schema_of
 from meshkit.core._envelope import FIELDS, EventEnvelope, new_event_id
 from meshkit.core._errors import AppError
 from meshkit.core._eventstream import EventStream, StreamData
@@ -100,6 +101,8 @@ __all__ = [
     "SyncPostOffice",
     "Tracer",
     "bin_header",
+    "contract",
+    "contract_hints",
     "current_event",
     "current_platform",
     "current_span",
@@ -121,6 +124,7 @@ __all__ = [
     "pack",
     "route",
     "running_platforms",
+    "schema_of",
     "stamp",
     "stream_signal",
     "to_plain",

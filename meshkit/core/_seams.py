@@ -54,6 +54,9 @@ class RemoteRouter(Protocol):
     def describe(self) -> RoutingView:
         """The peers' routes and the peers, for /info/routes."""
 
+    def contracts(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """origin -> route -> the contract its owner published (meshkit.core._contracts), for the catalog."""
+
     def counters(self) -> MeshCounters:
         """What went through the connector, for /metrics."""
 

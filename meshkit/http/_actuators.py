@@ -1,4 +1,5 @@
-"""Actuator endpoints every app has: /info, /info/lib, /info/routes, /env, /health, /livenessprobe."""
+"""Actuator endpoints every app has: /info, /info/lib, /info/routes, /env, /health, /livenessprobe, and
+/asyncapi.json."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from meshkit.config import masked
 from meshkit.core import Platform, elapsed_text, iso_utc_ms
+from meshkit.http._asyncapi import asyncapi_document
+from meshkit.http._catalog import route_catalog
 from meshkit.http._health import HealthMonitor
 from meshkit.security import KEY_HEADER, MeshKeys
 
@@ -78,8 +81,21 @@ def actuator_router(
         return {"app": platform.name, "origin": platform.origin, "total": len(dists), "library": dists}
 
     @router.get("/info/routes")
-    async def routes() -> dict[str, Any]:
-        return {"app": platform.name, "origin": platform.origin, "routing": routing_table(platform)}
+    async def routes(detail: bool = False) -> dict[str, Any]:
+        """The distributed routing table; `detail=true` adds the catalog: each route's contract."""
+        table: dict[str, Any] = {
+            "app": platform.name,
+            "origin": platform.origin,
+            "routing": routing_table(platform),
+        }
+        if detail:
+            table["catalog"] = route_catalog(platform)
+        return table
+
+    @router.get("/asyncapi.json")
+    async def asyncapi(request: Request) -> dict[str, Any]:
+        """An AsyncAPI 3 document of this app's public functions (meshkit.http._asyncapi)."""
+        return asyncapi_document(platform, request.headers.get("host"))
 
     @router.get("/env", dependencies=[Depends(guard)])
     async def env() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from meshkit.mesh._frames import (
 )
 from meshkit.mesh._link import Link, LinkClosed, Socket
 from meshkit.mesh._loopback import Loopback
-from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, join_mesh, mesh_settings
+from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, join_mesh, mesh_settings, parse_contracts
 from meshkit.mesh._presence import Member, OnNotice, OnReady, Presence, PresenceClient, PresenceFactory
 from meshkit.mesh._router import MeshRouter
 from meshkit.mesh._table import Peer, RoutingTable
@@ -56,4 +56,5 @@ __all__ = [
     "join_mesh",
     "mesh_settings",
     "parse",
+    "parse_contracts",
 ]

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from typing import Any
 
 from meshkit.config import AppConfig, ConfigError
 from meshkit.connectors import Connector
-from meshkit.core import AppError, FunctionSpec, Platform
+from meshkit.core import AppError, FunctionSpec, Platform, contract
 from meshkit.mesh._admission import Admission
 from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
@@ -30,7 +31,9 @@ log = logging.getLogger("meshkit.mesh")
 
 HEALTH_ROUTE = "cloud.connector.health"
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
-PEER_MESSAGES = ("join", "peer", "routes")  # what apps say to each other; the rest comes from monitors
+PEER_MESSAGES = ("join", "peer", "routes", "contracts")  # what apps say to each other; the rest: monitors
+CONTRACTS_LIMIT = 64 * 1024  # a contracts message's schemas, as JSON, at most; beyond, they go as "any"
+MAX_CONTRACTS = 2000  # routes in a peer's contracts message, at most
 
 
 def mesh_settings(config: AppConfig) -> tuple[TopicLayout, int, int]:
@@ -147,6 +150,7 @@ class MeshNode:
         await self.transport.listen(topic)
         log.info("%s, partition %d ready", topic.topic, topic.partition)
         await self._publish_group({"type": "join", **self._me()})
+        await self._publish_group(self._contracts())
 
     async def drain(self, deadline: float) -> None:
         """Stop being sent new requests, and wait until what is in flight or on its way here is done: no
@@ -180,6 +184,15 @@ class MeshNode:
             ),
         }
 
+    def _contracts(self) -> dict[str, Any]:
+        """The `contracts` message: what each public route takes and returns (docs/protocol/control.md)."""
+        p = self.platform
+        contracts = {spec.route: contract(spec) for spec in p.functions() if not spec.private}
+        if len(json.dumps(contracts, default=str)) > CONTRACTS_LIMIT:
+            log.warning("Route contracts over %d bytes of JSON: published without schemas", CONTRACTS_LIMIT)
+            contracts = {r: {**c, "input": {}, "output": {}, "omitted": True} for r, c in contracts.items()}
+        return {"type": "contracts", "origin": p.origin, "contracts": contracts}
+
     async def _publish_group(self, message: dict[str, Any]) -> None:
         await self.transport.publish_control(MONITOR_TOPIC, self.group, EVERYONE, self.identity.sign(message))
 
@@ -200,6 +213,7 @@ class MeshNode:
         if added and spec.idempotent:
             change["idempotent"] = [spec.route]
         self._background(self._publish_group({"type": "routes", "origin": self.platform.origin, **change}))
+        self._background(self._publish_group(self._contracts()))
 
     # -- what the presence monitor says: which peers it vouches for, and which are gone ----------------------
     def _members(self, members: object) -> None:
@@ -294,12 +308,9 @@ class MeshNode:
             self.table.join(peer)
             self.direct.learn(origin, message.get("direct"))
             if kind == "join" and self.transport.topic is not None:
-                me = {"type": "peer", **self._me()}
-                self._background(
-                    self.transport.publish_control(
-                        peer.topic.topic, peer.topic.partition, peer.origin, self.identity.sign(me)
-                    )
-                )
+                self._background(self._answer_join(peer))
+        elif kind == "contracts":
+            self.table.publish_contracts(origin, parse_contracts(message.get("contracts")))
         else:
             self.table.update(
                 origin,
@@ -307,6 +318,12 @@ class MeshNode:
                 remove=set(_routes(message.get("remove"))),
                 idempotent=set(_routes(message.get("idempotent"))),
             )
+
+    async def _answer_join(self, peer: Peer) -> None:
+        """Tell a newcomer who we are and what our routes take (it listens only from its own join)."""
+        topic, partition = peer.topic.topic, peer.topic.partition
+        for message in ({"type": "peer", **self._me()}, self._contracts()):
+            await self.transport.publish_control(topic, partition, peer.origin, self.identity.sign(message))
 
     def _peer(self, message: dict[str, Any]) -> Peer:
         fields = {k: message.get(k) for k in ("origin", "name", "version", "personality", "topic")}
@@ -350,6 +367,30 @@ def _routes(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
         raise FrameError("routes must be a list of strings")
     return value
+
+
+def parse_contracts(value: object) -> dict[str, dict[str, Any]]:
+    """A peer's contracts, checked: route -> {input, output: JSON Schema objects, instances, idempotent,
+    streaming}; anything else in it is a FrameError."""
+    if not isinstance(value, dict) or len(value) > MAX_CONTRACTS:
+        raise FrameError(f"contracts must be a map of at most {MAX_CONTRACTS} routes")
+    checked: dict[str, dict[str, Any]] = {}
+    for route, entry in value.items():
+        if not isinstance(route, str) or not isinstance(entry, dict):
+            raise FrameError("contracts must map route names to contracts")
+        schemas = (entry.get("input", {}), entry.get("output", {}))
+        instances = entry.get("instances")
+        if not all(isinstance(s, dict) for s in schemas) or type(instances) is not int:
+            raise FrameError(f"the contract of {route[:80]!r} needs input and output schemas and instances")
+        checked[route] = {
+            "input": schemas[0],
+            "output": schemas[1],
+            "instances": instances,
+            "idempotent": entry.get("idempotent") is True,
+            "streaming": entry.get("streaming") is True,
+            **({"omitted": True} if entry.get("omitted") is True else {}),
+        }
+    return checked
 
 
 async def join_mesh(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 from meshkit.core import AppError, EventEnvelope, LocalBus, MeshCounters, RoutingView
 from meshkit.mesh._direct import DirectLinks
@@ -111,6 +112,9 @@ class MeshRouter:
             else:
                 info["path"] = "broker"
         return routes, peers
+
+    def contracts(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return self.table.contracts()
 
     def counters(self) -> MeshCounters:
         transport = self.transport

@@ -24,6 +24,7 @@ class Peer:
     batches: bool = False  # it takes batch records (its join said so; an app from before them does not)
     idempotent: set[str] = field(default_factory=set)  # of its routes, those it declares safe to retry
     draining: bool = False  # it is stopping: no new requests while another instance serves the route
+    contracts: dict[str, dict[str, Any]] = field(default_factory=dict)  # route -> contract, as it published
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -123,6 +124,20 @@ class RoutingTable:
         if peer is not None and not peer.draining:
             peer.draining = True
             log.info("Peer %s is draining (%s %s): no new requests to it", origin, peer.name, peer.version)
+
+    def publish_contracts(self, origin: str, contracts: dict[str, dict[str, Any]]) -> None:
+        """What a peer says its routes take and return (its `contracts` message): replaces what it said."""
+        peer = self.peers.get(origin)
+        if peer is not None:
+            peer.contracts = contracts
+
+    def contracts(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """origin -> route -> contract, for the routes each peer serves now."""
+        return {
+            origin: {r: c for r, c in peer.contracts.items() if r in peer.routes}
+            for origin, peer in self.peers.items()
+            if peer.contracts
+        }
 
     def retryable(self, route: str) -> bool:
         return self._idempotent.get(route, False)

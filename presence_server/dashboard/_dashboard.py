@@ -284,6 +284,15 @@ class Dashboard:
         async def mesh() -> dict[str, Any]:
             return await self.snapshot()
 
+        @router.get("/api/contract")
+        async def contract(origin: str, route: str) -> dict[str, Any]:
+            """What a route of an app takes and returns, as the app's `contracts` message said."""
+            found = self.routes.contract_of(origin, route) if self.routes is not None else None
+            if found is None:
+                raise HTTPException(404, f"No contract known for {route[:200]} at {origin[:80]}")
+            app = self.routes.apps[origin] if self.routes is not None else None
+            return {"origin": origin, "app": app.name if app else "", "route": route, **found}
+
         return router
 
 

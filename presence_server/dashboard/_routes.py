@@ -1,7 +1,8 @@
 """The routes each app offers, read (never written) from the closed user groups' control partitions.
 
 Apps announce themselves to their group on `service.monitor` partition 1..N: ``join`` carries the app's public
-routes, ``routes`` adds or removes some later, and the monitor's ``leave`` ends it. The monitor does not take
+routes, ``routes`` adds or removes some later, ``contracts`` says what they take and return, and the monitor's
+``leave`` ends it. The monitor does not take
 part in that exchange; this book only listens, so the dashboard can show what each app serves. An app that
 joined before this monitor started listening has unknown routes until it joins again (it does when it moves
 to another monitor).
@@ -18,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from meshkit.connectors import Connector, ConnectorError, Subscription
-from meshkit.mesh import MONITOR_TOPIC, FrameError, parse
+from meshkit.mesh import MONITOR_TOPIC, FrameError, parse, parse_contracts
 
 log = logging.getLogger("presence_server.dashboard")
 
@@ -38,6 +39,7 @@ class AppRoutes:
     group: int
     routes: set[str] = field(default_factory=set)
     direct: str | None = None  # where it takes direct connections, as its join said (None: broker only)
+    contracts: dict[str, dict[str, Any]] = field(default_factory=dict)  # its `contracts` message: route -> it
 
 
 class RouteBook:
@@ -93,6 +95,13 @@ class RouteBook:
             return None
         return f"direct {app.direct}" if app.direct else "broker"
 
+    def contract_of(self, origin: str, route: str) -> dict[str, Any] | None:
+        """What `route` at `origin` takes and returns, as its `contracts` message said (None: not known)."""
+        app = self.apps.get(origin)
+        if app is None or route not in app.routes:
+            return None
+        return app.contracts.get(route)
+
     def forget(self, origin: str) -> None:
         self.apps.pop(origin, None)
 
@@ -135,6 +144,10 @@ class RouteBook:
                     app.routes.add(route)
             if (added or removed) and self.on_change is not None:
                 self.on_change(origin, added, removed)
+        elif kind == "contracts":
+            app = self.apps.get(origin)
+            if app is not None:  # after its join, as for routes
+                app.contracts = parse_contracts(message.get("contracts"))
         elif kind == "leave":
             self.forget(origin)
 

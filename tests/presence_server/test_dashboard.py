@@ -179,6 +179,11 @@ async def test_the_route_book_reads_joins_and_route_changes_and_skips_bad_record
         send(1, control_record(EVERYONE, join_a))
         send(1, control_record(EVERYONE, {"type": "routes", "origin": ORIGIN_A, "add": ["r2", "r1"]}))
         send(1, control_record(EVERYONE, {"type": "routes", "origin": ORIGIN_A, "remove": ["r1"]}))
+        r2 = {"input": {"type": "integer"}, "output": {}, "instances": 3, "idempotent": True}
+        send(1, control_record(EVERYONE, {"type": "contracts", "origin": ORIGIN_A, "contracts": "garbage"}))
+        send(1, control_record(EVERYONE, {"type": "contracts", "origin": ORIGIN_A, "contracts": {"r2": r2}}))
+        send(1, control_record(EVERYONE, {"type": "contracts", "origin": ORIGIN_A, "contracts": {"r2": []}}))
+        send(2, control_record(EVERYONE, {"type": "contracts", "origin": ORIGIN_B, "contracts": {"x": r2}}))
         send(2, control_record(EVERYONE, {"type": "join", "origin": ORIGIN_C, "routes": ["marker"]}))
         # each partition's last record read: what came before it on that partition has been applied
         await eventually(lambda: book.routes_of(ORIGIN_A) == ["r2"], what="A's last route change")
@@ -190,6 +195,9 @@ async def test_the_route_book_reads_joins_and_route_changes_and_skips_bad_record
             None,
         )
         assert changes == [(ORIGIN_A, ["r2"], []), (ORIGIN_A, [], ["r1"])]
+        # the good contracts message counts, the garbage around it changes nothing; none without a join
+        assert book.contract_of(ORIGIN_A, "r2") == {**r2, "streaming": False}
+        assert book.contract_of(ORIGIN_A, "r1") is None and book.contract_of(ORIGIN_B, "x") is None
         send(1, control_record(EVERYONE, {"type": "leave", "origin": ORIGIN_A}))
         await eventually(lambda: book.routes_of(ORIGIN_A) is None, what="A's leave")
     finally:
@@ -320,6 +328,28 @@ def test_the_dashboard_shows_apps_join_and_leave_in_a_headless_browser(
         )
         totals = driver.execute_script("return document.getElementById('total-apps').textContent")
         assert totals == "2"
+        # a route's contract when its chip is clicked
+        chip = driver.find_element(
+            "css selector", f'#apps-body tr[data-origin="{lambda_origin}"] .chip[data-route="hello.pojo"]'
+        )
+        chip.click()
+
+        def contract_shown() -> str:
+            shown: str = driver.execute_script(
+                """const panel = document.getElementById('contract');
+                   return panel.hidden || document.getElementById('contract-body').hidden ? '' :
+                     panel.textContent;"""
+            )
+            return shown
+
+        shown = wait_until(
+            contract_shown, timeout=10, interval=0.1, what="hello.pojo's contract", describe=state
+        )
+        assert "hello.pojo" in shown and "lambda-example" in shown and "safe to retry" in shown
+        output = driver.find_element("id", "contract-output").text
+        assert '"title": "PoJo"' in output and driver.find_element("id", "contract-input").text == "any"
+        missing = httpx.get(monitor.url + "/api/contract", params={"origin": rest_origin, "route": "no.such"})
+        assert missing.status_code == 404 and "no.such" in missing.json()["detail"]
         assert "Live" in driver.find_element("id", "status").text
         shot = _screenshot(driver, tmp_path / "dashboard.png")
         print(f"dashboard screenshot: {shot}")
