@@ -1,4 +1,4 @@
-"""The ``meshkit`` command: ``meshkit run MODULE:APP [--host H] [--port P] [-Dkey=value ...]``.
+"""``meshkit run MODULE:APP [--host H] [--port P] [--log-level L] [--app-dir D] [-Dkey=value ...]``.
 
 ``-D`` arguments may appear anywhere on the command line. They become process-wide system properties
 (:func:`meshkit.config.set_system_properties`) before uvicorn starts, so ``AppConfig.load()`` inside the
@@ -10,15 +10,13 @@ the environment and the ``-D`` arguments), else 8080.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from meshkit.__version__ import __version__
-from meshkit.config import AppConfig, ConfigError, parse_define_arguments, set_system_properties
+from meshkit.config import AppConfig, ConfigError, set_system_properties
 
 DEFAULT_PORT = 8080
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -34,14 +32,6 @@ class RunOptions:
     log_level: str = "info"
     app_dir: str = "."
     properties: dict[str, str] = field(default_factory=dict)
-
-
-def version() -> str:
-    """The installed meshkit version (or the package's ``__version__`` in a source checkout)."""
-    try:
-        return importlib.metadata.version("meshkit")
-    except importlib.metadata.PackageNotFoundError:
-        return __version__
 
 
 def _port(text: str) -> int:
@@ -61,32 +51,22 @@ def _app_string(text: str) -> str:
     return text
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="meshkit",
-        description="Run a meshkit (FastAPI) application.",
+def add_run(commands: Any) -> None:
+    """The ``run`` subcommand on ``commands`` (argparse's subparsers action)."""
+    run = commands.add_parser(
+        "run",
+        help="run MODULE:APP with uvicorn",
+        description="Run a meshkit (FastAPI) application with uvicorn.",
         epilog="-Dkey=value arguments may appear anywhere; they override application.properties.",
     )
-    parser.add_argument("--version", action="version", version=f"meshkit {version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run = commands.add_parser("run", help="run MODULE:APP with uvicorn")
     run.add_argument("app", type=_app_string, metavar="MODULE:APP", help="e.g. example_services.rest:app")
     run.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     run.add_argument("--port", type=_port, default=None, help="default: server.port from config, else 8080")
     run.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default info")
     run.add_argument("--app-dir", default=".", help="directory put on sys.path first (default .)")
-    return parser
 
 
-def parse_args(argv: Sequence[str]) -> RunOptions:
-    """Parse a command line; on a bad one print the reason to stderr and raise ``SystemExit(2)``."""
-    parser = _parser()
-    defines = [item for item in argv if item.startswith("-D")]
-    try:
-        properties = parse_define_arguments(defines)
-    except ConfigError as e:
-        parser.error(str(e))
-    args = parser.parse_args([item for item in argv if not item.startswith("-D")])
+def run_options(args: argparse.Namespace, properties: dict[str, str]) -> RunOptions:
     return RunOptions(args.app, args.host, args.port, args.log_level, args.app_dir, properties)
 
 
@@ -109,12 +89,8 @@ def resolve_port(options: RunOptions, directory: Path | None) -> int:
     return config.get_int("server.port", DEFAULT_PORT)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``meshkit`` console script; returns the exit code."""
-    try:
-        options = parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+def run(options: RunOptions) -> int:
+    """Serve the app (returns when uvicorn stops); 2 when its module or its port cannot be found."""
     app_dir = str(Path(options.app_dir).resolve())
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
@@ -136,7 +112,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve(options.app, host=options.host, port=port, log_level=options.log_level)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
