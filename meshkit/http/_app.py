@@ -117,12 +117,12 @@ def install(
     app.router.routes.extend(actuator_router(platform, health, additional_info).routes)
     app.router.routes.extend(event_router(platform).routes)
     install_metrics(app, platform)  # GET /metrics
-    own = [route for route in app.router.routes[start:] if isinstance(route, Route)]
+    direct = DirectEndpoint()
+    app.router.routes.append(WebSocketRoute(DIRECT_PATH, direct))  # peers' direct connections
+    own = [route for route in app.router.routes[start:] if isinstance(route, Route | WebSocketRoute)]
     del app.router.routes[start:]
     add_routes(app, own)
     install_tracing(app, tracer)  # X-Trace-Id / traceparent at the HTTP edge
-    direct = DirectEndpoint()
-    app.router.routes.append(WebSocketRoute(DIRECT_PATH, direct))  # peers' direct connections
     user_lifespan = app.router.lifespan_context
 
     @asynccontextmanager

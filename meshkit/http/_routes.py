@@ -1,5 +1,5 @@
-"""meshkit's own endpoints (actuators, `/api/event`, `/metrics`) in an app's routing, at almost no cost to
-the app's own endpoints (bench/endpoint.py measures it).
+"""meshkit's own endpoints (actuators, `/api/event`, `/metrics`, the direct path's websocket) in an app's
+routing, at almost no cost to the app's own endpoints (bench/endpoint.py measures it).
 
 Starlette tries an app's routes in order, each with a regular expression. meshkit's routes are found by one
 dict lookup on the request's path instead (`RouteTable`, first in the app's routes), so that neither a
@@ -15,23 +15,26 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette._utils import get_route_path
-from starlette.routing import BaseRoute, Match, NoMatchFound, Route
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 
 class RouteTable(BaseRoute):
-    """meshkit's routes by path: a request for one of them is handed to it after one dict lookup."""
+    """meshkit's routes by path: a request for one of them is handed to it after one dict lookup.
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    Every request the app serves asks it first, so a miss costs one lookup and nothing else: no call to
+    compute the route path unless the app is mounted (a root path).
+    """
+
+    def __init__(self, routes: Sequence[Route | WebSocketRoute]) -> None:
         self.routes = list(routes)
-        self._by_path: dict[str, list[Route]] = {}
+        self._by_path: dict[str, list[Route | WebSocketRoute]] = {}
         for route in self.routes:
             self._by_path.setdefault(route.path, []).append(route)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http":
-            return Match.NONE, {}
-        candidates = self._by_path.get(get_route_path(scope))
+        # http and websocket scopes (the router answers lifespan itself); each route checks the type
+        candidates = self._by_path.get(get_route_path(scope) if scope.get("root_path") else scope["path"])
         if candidates is None:
             return Match.NONE, {}
         partial: tuple[Match, Scope] | None = None
@@ -52,7 +55,7 @@ class RouteTable(BaseRoute):
         raise NoMatchFound(name, path_params)  # the routes themselves answer, at the end of the list
 
 
-def add_routes(app: FastAPI, routes: Sequence[Route]) -> None:
+def add_routes(app: FastAPI, routes: Sequence[Route | WebSocketRoute]) -> None:
     """Serve `routes` in `app` through a RouteTable; they move behind the app's own when it starts."""
     table = RouteTable(routes)
     app.router.routes.insert(0, table)

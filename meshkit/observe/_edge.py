@@ -25,29 +25,38 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class TracingMiddleware:
-    """ASGI middleware: continue or start a trace for each HTTP request (see the module's doc)."""
+    """ASGI middleware: continue or start a trace for each HTTP request (see the module's doc).
+
+    Not a coroutine function: a request that starts no trace (no trace header, the config's switches off) is
+    handed on as the app's own awaitable, with no frame of this middleware's in its way; what it pays is one
+    look at its headers. A traced one runs :meth:`_traced`.
+    """
 
     def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
         self.app = app
         self.tracer = tracer
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         given = parent = None
         for name, value in scope["headers"]:
             if name == b"x-trace-id":
-                given = value.decode("latin-1").strip()
+                given = value
             elif name == b"traceparent":
-                parent = value.decode("latin-1")
-        path: str = scope.get("path", "")
-        if given is None and parent is None and not self.tracer.starts_trace(path):
-            await self.app(scope, receive, send)
-            return
+                parent = value
+        if given is None and parent is None:
+            tracer = self.tracer
+            if not (tracer.paths or tracer.enabled) or not tracer.starts_trace(scope.get("path", "")):
+                return self.app(scope, receive, send)
+        return self._traced(scope, receive, send, given, parent)
+
+    async def _traced(
+        self, scope: Scope, receive: Receive, send: Send, given: bytes | None, parent: bytes | None
+    ) -> None:
+        """The request, in its trace: `given` and `parent` are its X-Trace-Id and traceparent headers."""
         trace_id, parent_span = self._incoming(given, parent)
-        method: str = scope.get("method", "GET")
-        trace_path = f"{method} {path}"
+        trace_path = f"{scope.get('method', 'GET')} {scope.get('path', '')}"
         otel = self.tracer.otel
         edge = otel.start_edge(trace_path, trace_id, parent_span, scope) if otel is not None else None
         if edge is not None:
@@ -57,54 +66,72 @@ class TracingMiddleware:
         if trace_id is None:
             trace_id = new_trace_id()
         trace_header = (b"x-trace-id", trace_id.encode("latin-1"))
-        token = current_event.set(EventContext("", trace_id, trace_path))
-        span_token = current_span.set(parent_span)
+        token = current_event.set(_context(EventContext, ("", trace_id, trace_path, None, None)))
+        # the caller's span: none for an X-Trace-Id alone, and then no set (and reset) that changes nothing
+        span_token = (
+            current_span.set(parent_span)
+            if parent_span is not None or current_span.get() is not None
+            else None
+        )
         if edge is None:  # the usual case: no OpenTelemetry span to end with the response's status
             try:
                 await self.app(scope, receive, _with_header(send, trace_header))
             finally:
-                current_span.reset(span_token)
+                if span_token is not None:
+                    current_span.reset(span_token)
                 current_event.reset(token)
             return
         status = 500
+        sending = _with_header(send, trace_header)
 
-        async def send_with_trace(message: Message) -> None:
+        def send_with_trace(message: Message) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await sending(message)
+            return sending(message)
 
-        sending = _with_header(send, trace_header)
         otel_token = otel.attach(edge)  # type: ignore[union-attr]
         try:
             await self.app(scope, receive, send_with_trace)
         finally:
-            current_span.reset(span_token)
+            if span_token is not None:
+                current_span.reset(span_token)
             current_event.reset(token)
             otel.detach(otel_token)  # type: ignore[union-attr]
             otel.end_edge(edge, status)  # type: ignore[union-attr]
 
-    def _incoming(self, given: str | None, parent: str | None) -> tuple[str | None, str | None]:
+    def _incoming(self, given: bytes | None, parent: bytes | None) -> tuple[str | None, str | None]:
         """The trace id and the caller's span from the request headers (None, None: start a new trace)."""
         trace_id = parent_span = None
         if given is not None:
-            if valid_trace_id(given):
-                trace_id = given
+            text = given.decode("latin-1").strip()
+            if valid_trace_id(text):
+                if parent is None:  # the usual case: an X-Trace-Id alone
+                    return text, None
+                trace_id = text
             else:
-                log.debug("Ignored an invalid %s header %r: a new trace starts", TRACE_HEADER, given[:200])
+                log.debug("Ignored an invalid %s header %r: a new trace starts", TRACE_HEADER, text[:200])
         if parent is not None:
-            parsed = parse_traceparent(parent)
+            value = parent.decode("latin-1")
+            parsed = parse_traceparent(value)
             if parsed is None:
-                log.debug("Ignored an invalid traceparent header %r: a new trace starts", parent[:200])
+                log.debug("Ignored an invalid traceparent header %r: a new trace starts", value[:200])
             elif trace_id is None or trace_id.lower() == parsed[0]:
                 trace_id, parent_span = trace_id or parsed[0], parsed[1]
         return trace_id, parent_span
 
 
-def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
-    """`send`, with the trace's header on the response unless the app set one."""
+# an EventContext from its five fields, without the Python-level __new__ NamedTuple gives it for its defaults
+_context = tuple.__new__
 
-    async def send_with_header(message: Message) -> None:
+
+def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
+    """`send`, with the trace's header on the response unless the app set one.
+
+    A plain function returning `send`'s own awaitable: no coroutine of its own for each message.
+    """
+
+    def send_with_header(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             headers = message.setdefault("headers", [])
             for name, _ in headers:  # ASGI header names are lowercase
@@ -112,7 +139,7 @@ def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
                     break
             else:
                 headers.append(header)
-        await send(message)
+        return send(message)
 
     return send_with_header
 

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.routing import Match, WebSocketRoute
 
 from meshkit import create_app
+from meshkit.http._direct import DIRECT_PATH
 from meshkit.http._routes import RouteTable
 
 
@@ -78,3 +80,17 @@ async def test_under_a_root_path_the_table_matches_the_route_path() -> None:
     async with inner.router.lifespan_context(inner):
         assert (await get(outer, "/svc/livenessprobe")).text == "OK"
         assert (await get(outer, "/svc/health")).json()["status"] == "UP"
+
+
+async def test_the_direct_paths_websocket_is_in_the_table_and_an_http_request_there_is_not_served(
+    app: FastAPI,
+) -> None:
+    table = app.router.routes[0]
+    assert isinstance(table, RouteTable)
+    scope: dict[str, Any] = {"type": "websocket", "path": DIRECT_PATH, "root_path": "", "headers": []}
+    match, child = table.matches(scope)
+    assert match is Match.FULL and isinstance(child["route"], WebSocketRoute)
+    assert child["route"].path == DIRECT_PATH
+    assert table.matches({**scope, "path": "/hello"})[0] is Match.NONE
+    assert table.matches({**scope, "type": "http", "method": "GET"})[0] is Match.NONE
+    assert (await get(app, DIRECT_PATH)).json() == {"caught": DIRECT_PATH.lstrip("/")}  # not a websocket
