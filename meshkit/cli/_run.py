@@ -4,7 +4,9 @@
 (:func:`meshkit.config.set_system_properties`) before uvicorn starts, so ``AppConfig.load()`` inside the
 app sees them even though uvicorn's own argument parser would reject them. Without ``--port`` the port is
 ``server.port`` from the app's configuration (its package directory's ``application.properties``/``.yml``,
-the environment and the ``-D`` arguments), else 8080.
+the environment and the ``-D`` arguments), else 8080. With ``server.ssl.certfile`` (and
+``server.ssl.keyfile``) it serves HTTPS and WSS; ``server.ssl.client.auth`` with ``server.ssl.ca`` asks
+clients for certificates.
 """
 
 from __future__ import annotations
@@ -85,12 +87,16 @@ def resolve_port(options: RunOptions, directory: Path | None) -> int:
     """``--port``, else ``server.port`` from the configuration in ``directory``, else 8080."""
     if options.port is not None:
         return options.port
-    config = AppConfig.load(search_paths=[directory] if directory else [], argv=[])
-    return config.get_int("server.port", DEFAULT_PORT)
+    return _config(directory).get_int("server.port", DEFAULT_PORT)
+
+
+def _config(directory: Path | None) -> AppConfig:
+    return AppConfig.load(search_paths=[directory] if directory else [], argv=[])
 
 
 def run(options: RunOptions) -> int:
-    """Serve the app (returns when uvicorn stops); 2 when its module or its port cannot be found."""
+    """Serve the app (returns when uvicorn stops); 2 when its module, its port or its certificates
+    cannot be found."""
     app_dir = str(Path(options.app_dir).resolve())
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
@@ -100,8 +106,11 @@ def run(options: RunOptions) -> int:
         print(f"meshkit: error: cannot find module {module!r} (from {app_dir})", file=sys.stderr)
         return 2
     set_system_properties(options.properties)
+    from meshkit.security import server_tls  # ssl: loaded to run, not to parse
+
     try:
         port = resolve_port(options, directory)
+        tls = server_tls(_config(directory))  # a missing certificate is said here, before uvicorn starts
     except ConfigError as e:
         print(f"meshkit: error: {e}", file=sys.stderr)
         return 2
@@ -110,5 +119,6 @@ def run(options: RunOptions) -> int:
 
     from meshkit.http import serve  # here, so that parsing and the tests never need a server
 
-    serve(options.app, host=options.host, port=port, log_level=options.log_level)
+    extra = {"tls": tls} if tls else {}  # plain HTTP: the call as it was before TLS
+    serve(options.app, host=options.host, port=port, log_level=options.log_level, **extra)
     return 0

@@ -5,6 +5,9 @@ This is where an app is assembled: the platform (meshkit.core), its observers (m
 connector (meshkit.connectors) and its membership of the mesh (meshkit.mesh).
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 from meshkit.http._actuators import AdditionalInfo, actuator_router, routing_table
 from meshkit.http._app import create_app, equip, install, load_config
 from meshkit.http._client import EventOverHttp
@@ -13,11 +16,14 @@ from meshkit.http._server import event_router
 from meshkit.http._streaming import sse_response
 
 
-def serve(app: str, *, host: str, port: int, log_level: str = "info") -> None:
-    """Run `app` ("module:attribute") under uvicorn; the first SIGTERM/SIGINT drains it before HTTP stops."""
+def serve(
+    app: str, *, host: str, port: int, log_level: str = "info", tls: Mapping[str, Any] | None = None
+) -> None:
+    """Run `app` ("module:attribute") under uvicorn; the first SIGTERM/SIGINT drains it before HTTP stops.
+    `tls`: uvicorn's ssl_* settings from meshkit.security.server_tls (HTTPS and WSS)."""
     from meshkit.http._serving import serve as run  # uvicorn: loaded by the one process that serves
 
-    run(app, host=host, port=port, log_level=log_level)
+    run(app, host=host, port=port, log_level=log_level, tls=tls)
 
 
 __all__ = [

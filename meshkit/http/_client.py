@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from meshkit.core import AppError, CodecError, EventEnvelope, EventStream, Platform, decode, encode
 from meshkit.http._reading import HttpStream
 from meshkit.observe import trace_headers
-from meshkit.security import MeshKeys
+from meshkit.security import ClientTLS, MeshKeys
 
 if TYPE_CHECKING:
     import aiohttp
+
+log = logging.getLogger("meshkit.http")
 
 
 class EventOverHttp:
@@ -19,6 +22,8 @@ class EventOverHttp:
     def __init__(self, platform: Platform) -> None:
         self._platform = platform
         self._session: aiohttp.ClientSession | None = None
+        self._tls = ClientTLS(platform.config)  # https:// endpoints: tls.ca, tls.certfile (checked now)
+        self._tls_warned: set[str] = set()  # endpoints whose TLS failure was logged as a warning
 
     def _open(self) -> aiohttp.ClientSession:
         import aiohttp  # on first use: an app that never calls an endpoint never loads the client (~8 MB)
@@ -26,8 +31,10 @@ class EventOverHttp:
         session = self._session
         if session is None or session.closed:
             # the mesh key is read from the configuration once, and sent with every request of the session
+            # without tls.*, aiohttp's own default: the system's CAs
+            ssl = self._tls.context if self._tls.configured else True
             session = self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),
+                connector=aiohttp.TCPConnector(limit=256, limit_per_host=128, ssl=ssl),
                 headers=MeshKeys(self._platform.config).headers(),
             )
             self._platform.on_shutdown(self.close)
@@ -63,7 +70,7 @@ class EventOverHttp:
                 event, f"Route {event.to} at {endpoint} timeout for {timeout:g} s", timeout_as_reply
             )
         except ClientError as exc:
-            raise AppError(503, f"Unable to reach {endpoint}: {exc}") from exc
+            raise AppError(503, f"Unable to reach {endpoint}: {self._why(endpoint, exc)}") from exc
         try:
             reply = decode(data)
         except CodecError as exc:
@@ -74,6 +81,16 @@ class EventOverHttp:
         if status != 200:
             raise AppError(status, reply.error_message())
         return reply
+
+    def _why(self, endpoint: str, exc: Exception) -> str:
+        """The client error in words; a TLS failure is logged too (a warning once an endpoint, then info)."""
+        reason = self._tls.describe_failure(exc, endpoint)
+        if reason is None:
+            return str(exc)
+        level = logging.INFO if endpoint in self._tls_warned else logging.WARNING
+        self._tls_warned.add(endpoint)
+        log.log(level, "Event over HTTP to %s: TLS handshake failed: %s", endpoint, reason)
+        return f"TLS handshake failed: {reason}"
 
     def stream(self, endpoint: str, event: EventEnvelope, idle: float) -> EventStream:
         """Read a streaming function at a peer's /api/event (Server-Sent Events); the POST goes out on the

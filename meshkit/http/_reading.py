@@ -24,6 +24,7 @@ from meshkit.core import (
 )
 from meshkit.http._sse import SseError, SseParser, decode_frame
 from meshkit.observe import trace_headers
+from meshkit.security import tls_failure
 
 if TYPE_CHECKING:
     import aiohttp
@@ -83,7 +84,9 @@ class HttpStream(EventStream):
         except aiohttp.ClientError as exc:
             self._salvage(self._response)
             if not self._complete:
-                self._end_with(self._failure(503, f"unable to read {self._endpoint}: {exc}"))
+                tls = tls_failure(exc)
+                why = f"TLS handshake failed: {tls}" if tls else str(exc)
+                self._end_with(self._failure(503, f"unable to read {self._endpoint}: {why}"))
         except BaseException:  # cancelled: the connection goes, and the producer stops with it
             self._close()
             raise

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Mapping
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -58,10 +60,13 @@ class DrainingServer(uvicorn.Server):
             platform.abandon_drain()
 
 
-def serve(app: str, *, host: str, port: int, log_level: str) -> None:
+def serve(app: str, *, host: str, port: int, log_level: str, tls: Mapping[str, Any] | None = None) -> None:
     """Run `app` ("module:attribute") with uvicorn, draining on the first SIGTERM/SIGINT; exits as
-    `uvicorn.run` does (status 3 when the app failed to start)."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="websockets-sansio")
+    `uvicorn.run` does (status 3 when the app failed to start). `tls`: uvicorn's ssl_* settings
+    (meshkit.security.server_tls), to serve HTTPS and WSS."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, ws="websockets-sansio", **dict(tls or {})
+    )
     server = DrainingServer(config)
     try:
         server.run()

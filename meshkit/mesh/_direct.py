@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from meshkit.config import AppConfig, ConfigError
 from meshkit.mesh._admission import READY, Admission, Refused, refusal, unpack
 from meshkit.mesh._link import Link, LinkClosed, Socket
-from meshkit.security import MeshKeys
+from meshkit.security import ClientTLS, MeshKeys, serves_tls
 
 log = logging.getLogger("meshkit.mesh.direct")
 
@@ -44,7 +44,8 @@ def direct_address(config: AppConfig) -> str | None:
     """The URL peers reach this app's direct path at; None with `mesh.transport=broker` (the default).
 
     `mesh.direct.address` (host:port, or a ws:// or wss:// URL), by default the address the app serves on
-    (`server.host`, `server.port`: `meshkit run` sets both), with this host's own address for 0.0.0.0.
+    (`server.host`, `server.port`: `meshkit run` sets both), with this host's own address for 0.0.0.0. A
+    host:port is wss:// when the app serves TLS (`server.ssl.certfile`), else ws://.
     """
     transport = (config.get("mesh.transport", "broker") or "broker").strip().lower()
     if transport not in ("broker", "direct"):
@@ -67,7 +68,7 @@ def direct_address(config: AppConfig) -> str | None:
                 host = f"[{host}]"
         if not host or not port.isdigit():
             raise ConfigError(f"mesh.direct.address must be host:port or a ws:// URL, not {address!r}")
-        address = f"ws://{host}:{port}"
+        address = f"{'wss' if serves_tls(config) else 'ws'}://{host}:{port}"
     if "/" not in address.partition("://")[2]:
         address += PATH
     return address
@@ -119,8 +120,10 @@ class DirectLinks:
         max_event_bytes: int,
         connect_timeout: float = 3.0,
         keepalive: float = 5.0,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.admission = admission
+        self.tls = tls or ClientTLS()  # for wss:// peers: the CA to trust, this app's certificate (tls.*)
         self.origin = admission.origin
         self.keys = keys
         self.address = address  # where peers reach us; None: this app takes the broker only
@@ -215,7 +218,8 @@ class DirectLinks:
         try:
             ws = await asyncio.wait_for(self._connect(address), self.connect_timeout)
         except Exception as exc:  # refused, unreachable, silent, not admitted: the broker it is
-            reason = str(exc) or type(exc).__name__
+            tls = self.tls.describe_failure(exc, address)
+            reason = f"TLS handshake failed: {tls}" if tls else str(exc) or type(exc).__name__
             if isinstance(exc, TimeoutError):
                 reason = f"no answer within {self.connect_timeout:g} s"
             level = logging.WARNING if origin not in self.failures else logging.INFO
@@ -237,6 +241,7 @@ class DirectLinks:
     async def _connect(self, address: str) -> ClientConnection:
         return await connect(
             address,
+            ssl=self.tls.for_url(address),
             additional_headers=self.keys.headers(),
             open_timeout=None,  # the caller's wait_for bounds it
             ping_interval=self.keepalive,  # finds a peer that hangs with its socket open

@@ -25,7 +25,7 @@ from meshkit.mesh._topics import DEFAULT_MAX_GROUPS, MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._transport import EventTransport
 from meshkit.mesh._vouched import ORIGIN, VouchedKeys
 from meshkit.mesh._watchdog import ConnectorWatchdog
-from meshkit.security import Identity, MeshKeys, public_key, signed_by
+from meshkit.security import ClientTLS, Identity, MeshKeys, public_key, signed_by
 
 log = logging.getLogger("meshkit.mesh")
 
@@ -62,6 +62,7 @@ class MeshNode:
         self.connector = connector
         self.layout, self.group, self.groups = mesh_settings(config)
         self.keys = MeshKeys(config)
+        tls = ClientTLS(config)  # wss:// monitors and peers: tls.ca, tls.certfile (checked here, at start)
         self.identity = Identity()
         self.vouched = VouchedKeys()
         self.table = RoutingTable()
@@ -84,6 +85,7 @@ class MeshNode:
             max_event_bytes=self.transport.max_event_bytes,
             connect_timeout=config.get_float("mesh.direct.connect.timeout", 3.0),
             keepalive=config.get_float("mesh.direct.keepalive", 5.0),
+            tls=tls,
         )
         self.router = MeshRouter(
             self.table, self.transport, platform, OutlierDetector.from_config(config), self.direct
@@ -95,6 +97,7 @@ class MeshNode:
                 urls=config.get_list("presence.url") or ["ws://127.0.0.1:8080/ws/presence"],
                 keepalive=config.get_float("presence.keepalive", 2.0),
                 headers=self.keys.headers(),
+                tls=tls,
             )
         member = Member(
             platform.origin,

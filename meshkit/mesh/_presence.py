@@ -20,6 +20,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from meshkit.core import iso_utc_ms
+from meshkit.security import ClientTLS
 
 log = logging.getLogger("meshkit.mesh.presence")
 
@@ -76,8 +77,11 @@ class PresenceClient:
         urls: list[str],
         keepalive: float,
         headers: dict[str, str] | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.member = member
+        self.tls = tls or ClientTLS()  # for wss:// monitors: the CA to trust, this app's certificate (tls.*)
+        self._tls_failures: dict[str, str] = {}  # url -> the TLS failure last logged as a warning
         self.urls = [u.rstrip("/") for u in urls]
         self.keepalive = keepalive
         self.on_ready = on_ready
@@ -134,17 +138,30 @@ class PresenceClient:
                 log.error("Presence monitor %s refused this app: %s", url, exc)
                 await asyncio.sleep(5.0)
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-                log.warning("Presence monitor %s unavailable: %s", url, exc or type(exc).__name__)
+                if self._ws is not None or not self._tls_failed(url, exc):
+                    log.warning("Presence monitor %s unavailable: %s", url, exc or type(exc).__name__)
             finally:
                 self.connected.clear()
                 self._ws = None
             await asyncio.sleep(0.5 if attempt < len(self.urls) else 1.0)
+
+    def _tls_failed(self, url: str, exc: BaseException) -> bool:
+        """Log why opening the connection failed TLS (a warning, then info while it stays the same); False
+        when it was not TLS."""
+        reason = self.tls.describe_failure(exc, url)
+        if reason is None:
+            return False
+        level = logging.INFO if self._tls_failures.get(url) == reason else logging.WARNING
+        self._tls_failures[url] = reason
+        log.log(level, "Presence monitor %s: TLS handshake failed: %s", url, reason)
+        return True
 
     async def _session(self, url: str) -> None:
         target = f"{url}/{self.member.origin}"
         # pings find a monitor that hangs (its socket open, nothing answering): the app then moves on
         async with connect(
             target,
+            ssl=self.tls.for_url(url),
             additional_headers=self.headers,
             open_timeout=5,
             ping_interval=self.keepalive,
@@ -159,6 +176,7 @@ class PresenceClient:
             if answer.get("type") != "ready" or not isinstance(answer.get("topic"), str):
                 raise websockets.InvalidMessage(f"unexpected answer {answer!r}")
             self.topic, self.monitor = answer["topic"], str(answer.get("monitor"))
+            self._tls_failures.pop(url, None)
             log.info("Connected %s, %s", target, self.topic)
             await self.on_ready(self.topic, self.monitor, answer.get("members"))
             self.connected.set()

@@ -1,6 +1,19 @@
-"""Who may join and who said what: the mesh admission keys (and HMAC) and each app's Ed25519 identity."""
+"""Who may join and who said what: the mesh admission keys (and HMAC), each app's Ed25519 identity, TLS."""
 
 from meshkit.security._identity import PUBLIC_KEY_CHARS, SIGNATURE, Identity, public_key, signed_by
 from meshkit.security._keys import KEY_HEADER, MeshKeys
+from meshkit.security._tls import ClientTLS, server_tls, serves_tls, tls_failure
 
-__all__ = ["KEY_HEADER", "PUBLIC_KEY_CHARS", "SIGNATURE", "Identity", "MeshKeys", "public_key", "signed_by"]
+__all__ = [
+    "KEY_HEADER",
+    "PUBLIC_KEY_CHARS",
+    "SIGNATURE",
+    "ClientTLS",
+    "Identity",
+    "MeshKeys",
+    "public_key",
+    "server_tls",
+    "serves_tls",
+    "signed_by",
+    "tls_failure",
+]

@@ -9,8 +9,11 @@
 (``wait_until`` is tests.support.eventually's.) Every process is a
 :class:`~tests.support.servers.UvicornProcess` on a free port of 127.0.0.1, configured with ``-Dkey=value``;
 apps join the mesh with ``cloud.connector=kafka`` and ``mandatory.health.dependencies=cloud.connector.health``
-as in the seed, and find the monitors through ``presence.url``. Leaving the ``with`` block stops every process
-still running (a stopped one is continued first), then the test's broker goes away with its fixture.
+as in the seed, and find the monitors through ``presence.url``. ``Mesh(broker, ssl_context=...)`` is for nodes
+serving TLS (``server.ssl.certfile``): the test's own HTTP client and the readiness checks use that context
+(with a client certificate for mutual TLS), and such a monitor's ``presence_url`` is ``wss://``. Leaving
+the ``with`` block stops every process still running (a stopped one is continued first), then the test's
+broker goes away with its fixture.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import signal as signals
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,8 +62,8 @@ class Node:
 
     @property
     def presence_url(self) -> str:
-        """Where apps reach this node as a presence monitor."""
-        return f"ws://127.0.0.1:{self.port}/ws/presence"
+        """Where apps reach this node as a presence monitor (``wss://`` when it serves TLS)."""
+        return f"{'wss' if self.process.tls else 'ws'}://127.0.0.1:{self.port}/ws/presence"
 
     @property
     def running(self) -> bool:
@@ -150,16 +154,20 @@ _QUIET.propagate = False
 class Mesh:
     """Monitors and apps on one broker; all stopped when the ``with`` block (or :meth:`close`) ends."""
 
-    def __init__(self, broker: DevBroker) -> None:
+    def __init__(self, broker: DevBroker, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.broker = broker
+        self.ssl_context = ssl_context
         self.nodes: list[Node] = []
         self.monitors: list[Node] = []
         self._stopped: set[int] = set()  # pids held by SIGSTOP
-        self.http = httpx.Client(trust_env=False, timeout=15)  # 127.0.0.1: never through a proxy
+        # 127.0.0.1: never through a proxy
+        self.http = httpx.Client(trust_env=False, timeout=15, verify=ssl_context or True)
 
     # -- starting -------------------------------------------------------------------------------------------
     def _start(self, app: str, properties: Mapping[str, str], port: int | None = None) -> Node:
-        process = UvicornProcess(app, port=port or free_port(), properties=properties)
+        process = UvicornProcess(
+            app, port=port or free_port(), properties=properties, ssl_context=self.ssl_context
+        )
         process.start()
         try:
             response = self.http.get(process.url + "/info")

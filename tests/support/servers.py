@@ -7,7 +7,9 @@
 The process runs from the repository root with ``PYTHONPATH`` set to it, listens on 127.0.0.1 only, and
 writes its stdout and stderr to a temporary log file (read it with :meth:`UvicornProcess.log_text`).
 Starting waits until ``GET /livenessprobe`` answers; a server that exits or does not answer in time raises
-:class:`ServerError` with the tail of its log.
+:class:`ServerError` with the tail of its log. With ``server.ssl.certfile`` among the properties the server
+speaks HTTPS: ``url`` is ``https://...``, and the readiness check uses ``ssl_context`` (by default one that
+verifies nothing, enough to see the server answer; give one with a client certificate for mutual TLS).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import atexit
 import os
 import signal as signals
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -63,6 +66,7 @@ class UvicornProcess:
         ready_path: str = "/livenessprobe",
         startup_timeout: float = 20.0,
         stop_timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.port = port or free_port()
@@ -73,6 +77,8 @@ class UvicornProcess:
         self.ready_path = ready_path
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.tls = bool(self.properties.get("server.ssl.certfile"))
+        self.ssl_context = ssl_context
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._final_log: str | None = None
@@ -80,8 +86,8 @@ class UvicornProcess:
     # -- what a test uses -----------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://{HOST}:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https://`` when it serves TLS; no trailing slash)."""
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     @property
     def event_url(self) -> str:
@@ -154,7 +160,7 @@ class UvicornProcess:
             code = self.returncode
             if code is not None:
                 raise ServerError(f"{self.app} exited with code {code} while starting:\n{self.log_tail()}")
-            if _answers(self.url + self.ready_path):
+            if _answers(self.url + self.ready_path, self.ssl_context):
                 return
             if time.monotonic() > deadline:
                 raise ServerError(
@@ -194,10 +200,23 @@ class UvicornProcess:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never via a proxy
 
 
-def _answers(url: str) -> bool:
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # readiness only: the tests check the certificates themselves
+    return context
+
+
+def _answers(url: str, context: ssl.SSLContext | None = None) -> bool:
     """True when an HTTP server answers ``url`` at all (any status)."""
+    if url.startswith("https://"):
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context or _unverified())
+        )
+    else:
+        opener = _DIRECT
     try:
-        with _DIRECT.open(url, timeout=2):
+        with opener.open(url, timeout=2):
             return True
     except urllib.error.HTTPError:
         return True
