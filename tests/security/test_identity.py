@@ -44,7 +44,11 @@ def test_a_signature_covers_the_whole_message_and_only_its_signer_can_make_it() 
     assert not signed_by(mine, {**signed, "sig": 42})
 
 
-@pytest.mark.parametrize("text", ["", "short", PUBLIC_KEY[:-1], "!" * 44, 42, None])
+@pytest.mark.parametrize(
+    "text",
+    ["", "short", PUBLIC_KEY[:-1], "!" * 44, 42, None],
+    ids=["empty", "short", "43", "44!", "int", "None"],
+)
 def test_a_public_key_must_be_32_bytes_of_base64(text: object) -> None:
     with pytest.raises(ValueError):
         public_key(text)
