@@ -57,8 +57,11 @@ browser:
 	  echo "browser: installed $$($(CHROMEDRIVER) --version)"; \
 	fi
 
+# Two workers (pytest-xdist): the suite mostly waits on the processes and brokers it starts; TEST_WORKERS=0 for one.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(CHECKOV_STAMP) browser lint typecheck layers
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # Fuzz the edges that take outside input (tests/fuzz): MESHKIT_FUZZ_EXAMPLES inputs per target (25,000 by
 # default, a fifth of it or less for the websocket ones: well over 100,000 in all; `make test` runs a small
