@@ -29,6 +29,7 @@ from meshkit.cli._common import (
     http_url,
     key_refused,
     mesh_key,
+    tls_settings,
     to_json,
     unreachable_reason,
     with_path,
@@ -62,6 +63,7 @@ class CallOptions:
     timeout: float = DEFAULT_TIMEOUT
     json: bool = False
     key: str | None = None
+    tls: dict[str, str] = field(default_factory=dict)  # tls.* for https:// endpoints (--cacert, TLS_CA, ...)
 
 
 def _route(text: str) -> str:
@@ -144,7 +146,9 @@ def call_options(args: argparse.Namespace) -> CallOptions:
         except argparse.ArgumentTypeError as exc:
             fail(USAGE, f"{ENDPOINT_ENV}: {exc}")
     body = None if args.body is _NO_BODY else args.body
-    return CallOptions(args.route, endpoint, body, dict(args.header), args.timeout, args.json, args.key)
+    return CallOptions(
+        args.route, endpoint, body, dict(args.header), args.timeout, args.json, args.key, tls_settings(args)
+    )
 
 
 async def request(options: CallOptions, key: str | None) -> tuple[EventEnvelope, bool, float]:
@@ -152,14 +156,17 @@ async def request(options: CallOptions, key: str | None) -> tuple[EventEnvelope,
     function's own reply, and the milliseconds it took; no answer at all raises :class:`CliFailure`."""
     import aiohttp  # noqa: F401  (the client loads it on first use: here, before the clock starts)
 
-    from meshkit.config import AppConfig
+    from meshkit.config import AppConfig, ConfigError
     from meshkit.core import AppError, CodecError, EventEnvelope, Platform, PostOffice
     from meshkit.http import EventOverHttp
 
-    overrides = {"application.name": CLIENT_NAME, **({"mesh.api.key": key} if key else {})}
+    overrides = {"application.name": CLIENT_NAME, **({"mesh.api.key": key} if key else {}), **options.tls}
     config = AppConfig.load(argv=[], environ={}, overrides=overrides)  # the client presents the mesh key
     platform = Platform(config, name=CLIENT_NAME, functions=[])
-    client = platform.event_client = EventOverHttp(platform)
+    try:
+        client = platform.event_client = EventOverHttp(platform)
+    except ConfigError as exc:  # an unreadable --cacert or --cert
+        fail(USAGE, str(exc))
     started = time.perf_counter()
     try:
         reply = await PostOffice(platform).request(

@@ -103,6 +103,34 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key", default=None, metavar="KEY", help=f"the mesh key, sent as x-mesh-key (default ${KEY_ENV})"
     )
+    tls = parser.add_argument_group("TLS (https:// and wss:// URLs)")
+    tls.add_argument(
+        "--cacert", metavar="PATH", help="the CA bundle to trust (default $TLS_CA, else the system's)"
+    )
+    tls.add_argument("--cert", metavar="PATH", help="a client certificate to present (default $TLS_CERTFILE)")
+    tls.add_argument("--cert-key", metavar="PATH", help="its private key (default $TLS_KEYFILE)")
+
+
+def tls_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The `tls.*` settings (meshkit.security.ClientTLS): --cacert, --cert, --cert-key, or TLS_* variables."""
+    chosen = {
+        "tls.ca": args.cacert or os.environ.get("TLS_CA"),
+        "tls.certfile": args.cert or os.environ.get("TLS_CERTFILE"),
+        "tls.keyfile": args.cert_key or os.environ.get("TLS_KEYFILE"),
+    }
+    return {key: value for key, value in chosen.items() if value}
+
+
+def client_tls(settings: dict[str, str]) -> Any:
+    """The SSL context for aiohttp from `settings` (True: aiohttp's default); a bad file exits 2."""
+    from meshkit.config import AppConfig, ConfigError
+    from meshkit.security import ClientTLS
+
+    try:
+        tls = ClientTLS(AppConfig.load(argv=[], environ={}, overrides=settings))
+    except ConfigError as exc:
+        fail(USAGE, str(exc))
+    return tls.context if tls.configured else True
 
 
 # -- HTTP ---------------------------------------------------------------------------------------------------
@@ -128,7 +156,9 @@ def unreachable_reason(exc: BaseException, timeout: float) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def get_json(url: str, key: str | None, timeout: float, what: str) -> Any:
+async def get_json(
+    url: str, key: str | None, timeout: float, what: str, tls: dict[str, str] | None = None
+) -> Any:
     """GET ``url`` and return its JSON; a failure raises :class:`CliFailure` with its exit code.
 
     ``what`` names the expected server in the 404 message (``a meshkit app``, ``a presence monitor``).
@@ -138,8 +168,11 @@ async def get_json(url: str, key: str | None, timeout: float, what: str) -> Any:
     from meshkit.security import KEY_HEADER
 
     headers = {"accept": "application/json", **({KEY_HEADER: key} if key else {})}
+    connector = aiohttp.TCPConnector(ssl=client_tls(tls or {}))
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout), connector=connector
+        ) as session:
             async with session.get(url, headers=headers) as response:
                 status, data = response.status, await response.read()
                 content_type = response.content_type

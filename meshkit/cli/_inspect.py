@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ from meshkit.cli._common import (
     http_url,
     mesh_key,
     table,
+    tls_settings,
     to_json,
     with_path,
 )
@@ -38,6 +39,7 @@ class InspectOptions:
     timeout: float = DEFAULT_TIMEOUT
     json: bool = False
     key: str | None = None
+    tls: dict[str, str] = field(default_factory=dict)  # tls.* for https:// URLs (--cacert, TLS_CA, ...)
 
 
 def add_inspect(commands: Any) -> None:
@@ -66,7 +68,7 @@ def add_inspect(commands: Any) -> None:
 
 
 def inspect_options(args: argparse.Namespace) -> InspectOptions:
-    return InspectOptions(args.command, args.url, args.timeout, args.json, args.key)
+    return InspectOptions(args.command, args.url, args.timeout, args.json, args.key, tls_settings(args))
 
 
 def inspect(options: InspectOptions) -> int:
@@ -74,14 +76,14 @@ def inspect(options: InspectOptions) -> int:
     if options.command == "routes":
         url = with_path(options.url, ROUTES_PATH)
         url += "" if urlsplit(url).query else "?detail=true"  # the catalog too, where the app has one
-        document = asyncio.run(get_json(url, key, options.timeout, "a meshkit app"))
+        document = asyncio.run(get_json(url, key, options.timeout, "a meshkit app", options.tls))
         routing = document.get("routing") if isinstance(document, dict) else None
         if not isinstance(routing, dict) or not isinstance(routing.get("routes"), dict):
             fail(NOT_MESHKIT, f"{url}: no routing table in the answer: is this a meshkit app?")
         print(to_json(document) if options.json else render_routes(document))
     else:
         url = with_path(options.url, MESH_PATH, strip=("/ws/presence",))
-        document = asyncio.run(get_json(url, key, options.timeout, "a presence monitor"))
+        document = asyncio.run(get_json(url, key, options.timeout, "a presence monitor", options.tls))
         if not isinstance(document, dict) or not isinstance(document.get("apps"), list):
             fail(NOT_MESHKIT, f"{url}: no mesh in the answer: is this a presence monitor?")
         print(to_json(document) if options.json else render_mesh(document))
