@@ -5,8 +5,9 @@ This is where an app is assembled: the platform (meshkit.core), its observers (m
 connector (meshkit.connectors) and its membership of the mesh (meshkit.mesh).
 """
 
-from collections.abc import Mapping
-from typing import Any
+from __future__ import annotations
+
+import typing as _typing
 
 from meshkit.http._actuators import AdditionalInfo, actuator_router, routing_table
 from meshkit.http._app import create_app, equip, install, load_config
@@ -14,6 +15,10 @@ from meshkit.http._client import EventOverHttp
 from meshkit.http._health import HealthMonitor
 from meshkit.http._server import event_router
 from meshkit.http._streaming import sse_response
+
+if _typing.TYPE_CHECKING:  # annotations only, not names of this package
+    from collections.abc import Mapping
+    from typing import Any
 
 
 def serve(

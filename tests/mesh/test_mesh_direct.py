@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from meshkit.devbroker import DevBroker
 from tests.support.eventually import wait_until
 from tests.support.load import Load
-from tests.support.mesh_fixtures import LAMBDA_APP, REST_APP, Mesh, Node, routes_of
+from tests.support.mesh_fixtures import LAMBDA_APP, REST_APP, Mesh, Node, nodes_of, path_to, routes_of
 from tests.support.servers import free_port
 from tests.support.tcp_proxy import SilentPort, TcpProxy, closed_port
 
@@ -36,16 +36,6 @@ DIRECT = {"mesh.transport": "direct"}
 def mesh(fresh_kafka_broker: DevBroker) -> Iterator[Mesh]:
     with Mesh(fresh_kafka_broker) as running:
         yield running
-
-
-def nodes_of(app: Node) -> dict[str, dict[str, Any]]:
-    nodes: dict[str, dict[str, Any]] = app.get_json("/info/routes")["routing"]["nodes"]
-    return nodes
-
-
-def path_to(app: Node, peer: Node) -> str | None:
-    info = nodes_of(app).get(peer.origin)
-    return None if info is None else str(info.get("path"))
 
 
 def metric(app: Node, name: str) -> float:

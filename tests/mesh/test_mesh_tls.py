@@ -22,7 +22,7 @@ from meshkit.devbroker import DevBroker
 from meshkit.testing import running_platform
 from tests.support.eventually import wait_until
 from tests.support.kafka_broker import _require_tansu
-from tests.support.mesh_fixtures import Mesh, Node, connections_of, routes_of
+from tests.support.mesh_fixtures import Mesh, Node, connections_of, nodes_of, path_to, routes_of
 from tests.support.pki import Pki, make_pki
 
 pytestmark = pytest.mark.kafka
@@ -73,16 +73,6 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsMesh]:
         yield TlsMesh(mesh, pki, monitor, direct_a, direct_b, plain)
         # an idle kept-alive TLS connection never answers the server's close_notify: uvicorn would wait
         mesh.http.close()
-
-
-def nodes_of(app: Node) -> dict[str, dict[str, Any]]:
-    nodes: dict[str, dict[str, Any]] = app.get_json("/info/routes")["routing"]["nodes"]
-    return nodes
-
-
-def path_to(app: Node, peer: Node) -> str | None:
-    info = nodes_of(app).get(peer.origin)
-    return None if info is None else str(info.get("path"))
 
 
 def call(app: Node, target: str, mark: int = 0) -> dict[str, Any]:

@@ -98,6 +98,18 @@ def routes_of(app: Node) -> dict[str, dict[str, str]]:
     return routes
 
 
+def nodes_of(app: Node) -> dict[str, dict[str, Any]]:
+    """The app instances an app knows, from ``/info/routes``: origin -> name, topic, path, ..."""
+    nodes: dict[str, dict[str, Any]] = app.get_json("/info/routes")["routing"]["nodes"]
+    return nodes
+
+
+def path_to(app: Node, peer: Node) -> str | None:
+    """How ``app`` reaches ``peer``: "direct" or "broker" (None: it does not know the peer)."""
+    info = nodes_of(app).get(peer.origin)
+    return None if info is None else str(info.get("path"))
+
+
 def monitor_info(monitor: Node) -> dict[str, Any]:
     """The presence monitor's ``additional_info`` from ``/info`` (totals, topics, connections, ...)."""
     info: dict[str, Any] = monitor.get_json("/info")["additional_info"]
