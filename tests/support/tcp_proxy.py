@@ -61,14 +61,16 @@ class TcpProxy:
             except OSError:
                 _reset(client)
                 continue
+            pair = (client, upstream)
             with self._lock:
-                self._pairs.append((client, upstream))
+                self._pairs.append(pair)
                 self.connections += 1
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pump, args=(pair, source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(
+        self, pair: tuple[socket.socket, socket.socket], source: socket.socket, sink: socket.socket
+    ) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
@@ -80,9 +82,18 @@ class TcpProxy:
             except OSError:
                 pass
             sock.close()
+        with self._lock:  # no longer open: `cut` counts only the connections still open
+            if pair in self._pairs:
+                self._pairs.remove(pair)
+
+    @property
+    def open(self) -> int:
+        """Connections relayed now (accepted, and neither end has closed)."""
+        with self._lock:
+            return len(self._pairs)
 
     def cut(self) -> int:
-        """Reset every open connection, both ends; returns how many there were."""
+        """Reset every open connection, both ends; returns how many there were (ended ones do not count)."""
         with self._lock:
             pairs, self._pairs = self._pairs, []
         for client, upstream in pairs:
