@@ -6,7 +6,7 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -74,6 +74,55 @@ async def measure(
         p99_ms=round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 4),
         rps_at_64=round(per_caller * IN_FLIGHT / elapsed, 1),
     )
+
+
+INTERLEAVED_BURSTS = 6  # throughput bursts per path, alternating
+
+
+async def measure_interleaved(
+    calls: Mapping[str, Callable[[], Awaitable[object]]],
+    payload_bytes: int,
+    *,
+    sequential: int = SEQUENTIAL,
+    throughput_calls: int = THROUGHPUT_CALLS,
+) -> dict[str, Figure]:
+    """`measure` for several paths at once, interleaved, so that what else the machine does hits them alike:
+    the sequential calls alternate (one to each in turn, the first of each round alternating too), and the
+    throughput is taken in short bursts at 64 in flight, alternating. For figures a few per cent apart."""
+    names = list(calls)
+    for _ in range(WARM_UP):
+        for name in names:
+            await calls[name]()
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter
+    for n in range(sequential):
+        for name in names if n % 2 == 0 else reversed(names):
+            started = clock()
+            await calls[name]()
+            latencies[name].append(clock() - started)
+    per_caller = max(1, throughput_calls // IN_FLIGHT // INTERLEAVED_BURSTS)
+    busy = dict.fromkeys(names, 0.0)
+
+    async def caller(call: Callable[[], Awaitable[object]]) -> None:
+        for _ in range(per_caller):
+            await call()
+
+    for burst in range(INTERLEAVED_BURSTS):
+        for name in names if burst % 2 == 0 else reversed(names):
+            started = clock()
+            await asyncio.gather(*(caller(calls[name]) for _ in range(IN_FLIGHT)))
+            busy[name] += clock() - started
+    figures = {}
+    for name in names:
+        ordered = sorted(latencies[name])
+        figures[name] = Figure(
+            name=name,
+            payload_bytes=payload_bytes,
+            p50_ms=round(statistics.median(ordered) * 1000, 4),
+            p99_ms=round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 4),
+            rps_at_64=round(per_caller * IN_FLIGHT * INTERLEAVED_BURSTS / busy[name], 1),
+        )
+    return figures
 
 
 def median_of(runs: Sequence[Figure]) -> Figure:

@@ -17,15 +17,12 @@ shared machine. The figures are the medians of `--repeat` turns.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import statistics
-import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 
-from bench.common import IN_FLIGHT, SEQUENTIAL, THROUGHPUT_CALLS, Figure, median_of, report, run_async
+from bench.common import IN_FLIGHT, Figure, measure_interleaved, median_of, report, run_async
 from bench.processes import served
 from meshkit.devbroker import free_port
 
@@ -43,53 +40,24 @@ def _server(app: str) -> Iterator[str]:
         yield base + "/hello"
 
 
-BURSTS = 6  # throughput bursts per app and turn, alternating
-
-
 async def _interleaved(urls: dict[str, str], headers: dict[str, str] | None) -> dict[str, Figure]:
-    """The figures of each app in `urls`, measured interleaved (see the module's doc)."""
+    """The figures of each app in `urls`, measured interleaved (bench.common.measure_interleaved)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT)) as session:
 
-        async def call(url: str) -> None:
-            async with session.get(url, headers=headers) as response:
-                body = await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{url} answered {response.status}: {body!r}")
+        def caller(url: str) -> Callable[[], Awaitable[None]]:
+            async def call() -> None:
+                async with session.get(url, headers=headers) as response:
+                    body = await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{url} answered {response.status}: {body!r}")
 
-        names = list(urls)
+            return call
+
+        calls = {name: caller(url) for name, url in urls.items()}
         for _ in range(WARM_UP_CALLS):  # a fresh server's first thousand requests are slower
-            for name in names:
-                await call(urls[name])
-        latencies: dict[str, list[float]] = {name: [] for name in names}
-        clock = time.perf_counter
-        for n in range(SEQUENTIAL):
-            for name in names if n % 2 == 0 else reversed(names):
-                started = clock()
-                await call(urls[name])
-                latencies[name].append(clock() - started)
-        per_caller = max(1, THROUGHPUT_CALLS // IN_FLIGHT // BURSTS)
-        busy: dict[str, float] = dict.fromkeys(names, 0.0)
-
-        async def caller(url: str) -> None:
-            for _ in range(per_caller):
-                await call(url)
-
-        for burst in range(BURSTS):
-            for name in names if burst % 2 == 0 else reversed(names):
-                started = clock()
-                await asyncio.gather(*(caller(urls[name]) for _ in range(IN_FLIGHT)))
-                busy[name] += clock() - started
-        figures = {}
-        for name in names:
-            ordered = sorted(latencies[name])
-            figures[name] = Figure(
-                name=name,
-                payload_bytes=0,
-                p50_ms=round(statistics.median(ordered) * 1000, 4),
-                p99_ms=round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 4),
-                rps_at_64=round(per_caller * IN_FLIGHT * BURSTS / busy[name], 1),
-            )
-        return figures
+            for call in calls.values():
+                await call()
+        return await measure_interleaved(calls, 0)
 
 
 def run(repeat: int = 3) -> list[Figure]:
