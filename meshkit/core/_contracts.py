@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from meshkit.core._envelope import EventEnvelope
-from meshkit.core._functions import FunctionSpec
+from meshkit.core._functions import FunctionSpec, body_parameter, positional_parameters
 
 log = logging.getLogger("meshkit.contracts")
 
@@ -53,12 +53,7 @@ def contract_hints(spec: FunctionSpec) -> tuple[Any, Any]:
         annotations = typing.get_type_hints(handler)
     except Exception:  # unresolvable forward references: no schema, rather than a wrong one
         annotations = {}
-    params = [
-        p
-        for p in inspect.signature(handler).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != spec.writer
-    ]
-    body_param = params[0] if spec.arity == 1 else params[1]
+    body_param = body_parameter(positional_parameters(handler, spec.writer))
     body = annotations.get(body_param.name, _NO_HINT)
     result = annotations.get("return", _NO_HINT)
     if spec.streaming:
@@ -78,7 +73,7 @@ def schema_of(
 ) -> dict[str, Any]:
     """The JSON Schema of values of type `hint` (ANY when there is none, or none pydantic can make);
     `ref_template`: where references to named models point (pydantic's `#/$defs/{model}` by default)."""
-    if hint is _NO_HINT or hint is Any or hint is EventEnvelope or hint is inspect.Signature.empty:
+    if hint is _NO_HINT or hint is Any or hint is EventEnvelope:
         return dict(ANY)
     try:
         adapter: TypeAdapter[Any] = TypeAdapter(hint)

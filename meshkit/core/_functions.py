@@ -74,17 +74,13 @@ def make_spec(
         raise TypeError(f"handler for route '{route}' is not callable")
     hints = _hints(handler)
     writer = next((n for n, hint in hints.items() if n != "return" and _is_writer(hint)), None)
-    params = [
-        p
-        for p in inspect.signature(handler).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != writer
-    ]
+    params = positional_parameters(handler, writer)
     if not 1 <= len(params) <= 3:
         raise TypeError(
             f"handler for route '{route}' must take (headers, body, instance), (headers, body) or (body); "
             f"it takes {len(params)} positional parameters"
         )
-    body_param = params[0] if len(params) == 1 else params[1]
+    body_param = body_parameter(params)
     generator = inspect.isasyncgenfunction(handler)
     if generator and writer is not None:
         raise TypeError(f"handler for route '{route}' yields its segments: it takes no EventStreamWriter")
@@ -107,6 +103,20 @@ def make_spec(
         streaming=generator or writer is not None,
         writer=writer,
     )
+
+
+def positional_parameters(handler: Handler, writer: str | None) -> list[inspect.Parameter]:
+    """The handler's positional parameters but its EventStreamWriter: (headers, body, instance) or fewer."""
+    return [
+        p
+        for p in inspect.signature(handler).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != writer
+    ]
+
+
+def body_parameter(params: list[inspect.Parameter]) -> inspect.Parameter:
+    """Of `positional_parameters`, the one that takes the event's body: (body) or (headers, body, ...)."""
+    return params[0] if len(params) == 1 else params[1]
 
 
 def _hints(handler: Handler) -> dict[str, Any]:
