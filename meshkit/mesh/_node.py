@@ -109,6 +109,7 @@ class MeshNode:
         )
         self.presence = presence(member, self._on_ready, self._on_notice)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._contracts_message: dict[str, Any] | None = None  # made once, until a public route changes
         self._recheck: asyncio.TimerHandle | None = None
         # a peer missing from a new monitor's list may just be one its log has not reached yet
         self.recheck_after = config.get_float("presence.recheck", 3.0)
@@ -188,13 +189,17 @@ class MeshNode:
         }
 
     def _contracts(self) -> dict[str, Any]:
-        """The `contracts` message: what each public route takes and returns (docs/protocol/control.md)."""
+        """The `contracts` message: what each public route takes and returns (docs/protocol/control.md).
+        Made once and kept (each join heard is answered with it) until a public route changes."""
+        if self._contracts_message is not None:
+            return self._contracts_message
         p = self.platform
         contracts = {spec.route: contract(spec) for spec in p.functions() if not spec.private}
         if len(json.dumps(contracts, default=str)) > CONTRACTS_LIMIT:
             log.warning("Route contracts over %d bytes of JSON: published without schemas", CONTRACTS_LIMIT)
             contracts = {r: {**c, "input": {}, "output": {}, "omitted": True} for r, c in contracts.items()}
-        return {"type": "contracts", "origin": p.origin, "contracts": contracts}
+        self._contracts_message = {"type": "contracts", "origin": p.origin, "contracts": contracts}
+        return self._contracts_message
 
     async def _publish_group(self, message: dict[str, Any]) -> None:
         await self.transport.publish_control(MONITOR_TOPIC, self.group, EVERYONE, self.identity.sign(message))
@@ -210,7 +215,10 @@ class MeshNode:
             log.warning("Mesh control message not sent: %s", task.exception())
 
     def _route_changed(self, spec: FunctionSpec, added: bool) -> None:
-        if spec.private or self.transport.topic is None:
+        if spec.private:
+            return
+        self._contracts_message = None
+        if self.transport.topic is None:
             return
         change: dict[str, list[str]] = {"add" if added else "remove": [spec.route]}
         if added and spec.idempotent:

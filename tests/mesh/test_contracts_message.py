@@ -90,3 +90,15 @@ async def test_our_own_contracts_message_describes_our_public_routes_only(node: 
     message = node._contracts()
     assert message["type"] == "contracts" and message["origin"] == node.platform.origin
     assert set(message["contracts"]) == set(node.platform.public_routes())
+
+
+async def test_our_contracts_message_follows_a_route_added_or_removed_at_run_time(node: MeshNode) -> None:
+    async def added(body: int) -> int:
+        return body
+
+    before = node._contracts()
+    assert node._contracts() is before  # made once: each join heard is answered with it
+    node.platform.register("added.later", added)
+    assert node._contracts()["contracts"]["added.later"]["input"] == {"type": "integer"}
+    await node.platform.release("added.later")
+    assert "added.later" not in node._contracts()["contracts"]
