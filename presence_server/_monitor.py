@@ -30,7 +30,7 @@ from meshkit.mesh import (
     control_record,
     parse,
 )
-from meshkit.security import KEY_HEADER, MeshKeys, public_key
+from meshkit.security import KEY_HEADER, MeshKeys, ReplayGuard, Stamp, public_key
 from presence_server._info import mesh_summary, parse_iso
 from presence_server._sessions import Session, Sessions
 from presence_server._state import ClaimResult, Connection, MeshState
@@ -70,6 +70,7 @@ class PresenceMonitor:
         self.sessions = Sessions()
         self._claims: dict[tuple[int, str], asyncio.Future[ClaimResult]] = {}
         self._loopback = Loopback(self.id)
+        self._stamp, self._replays = Stamp(), ReplayGuard()  # the log is replay-proof too (signing.md)
         self._subscription: Subscription | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
@@ -113,7 +114,8 @@ class PresenceMonitor:
         await self.connector.close()
 
     async def _publish(self, message: dict[str, Any]) -> None:
-        await self.connector.publish(MONITOR_TOPIC, 0, control_record(EVERYONE, self.log_keys.sign(message)))
+        stamped = self._stamp({**message, "by": self.id})
+        await self.connector.publish(MONITOR_TOPIC, 0, control_record(EVERYONE, self.log_keys.sign(stamped)))
 
     # -- the websocket -------------------------------------------------------------------------------------
     async def serve(self, websocket: WebSocket, origin: str) -> None:
@@ -315,6 +317,9 @@ class PresenceMonitor:
                 raise FrameError("not a control message")
             if not self.log_keys.verify(message):
                 raise FrameError(f"a {message.get('type')!r} message without a valid signature")
+            replayed = self._replays.check(str(message.get("by")), message)
+            if replayed is not None:
+                raise FrameError(f"a {message.get('type')!r} message refused as a replay: {replayed}")
             self._apply(message)
         except Exception as exc:  # a record from the broker is input: skipped, never fatal
             log.warning(

@@ -202,7 +202,9 @@ class MeshNode:
         return self._contracts_message
 
     async def _publish_group(self, message: dict[str, Any]) -> None:
-        await self.transport.publish_control(MONITOR_TOPIC, self.group, EVERYONE, self.identity.sign(message))
+        await self.transport.publish_control(
+            MONITOR_TOPIC, self.group, EVERYONE, self.identity.sign_control(message)
+        )
 
     def _background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -314,6 +316,10 @@ class MeshNode:
         if not signed_by(key, message):
             log.warning("Refused a %s control message for %s: not signed by that app's key", kind, origin)
             return
+        replayed = self.vouched.fresh(origin, message)
+        if replayed is not None:
+            log.warning("Refused a %s control message for %s as a replay: %s", kind, origin, replayed)
+            return
         if kind in ("join", "peer"):
             peer = self._peer(message)
             self.table.join(peer)
@@ -334,7 +340,9 @@ class MeshNode:
         """Tell a newcomer who we are and what our routes take (it listens only from its own join)."""
         topic, partition = peer.topic.topic, peer.topic.partition
         for message in ({"type": "peer", **self._me()}, self._contracts()):
-            await self.transport.publish_control(topic, partition, peer.origin, self.identity.sign(message))
+            await self.transport.publish_control(
+                topic, partition, peer.origin, self.identity.sign_control(message)
+            )
 
     def _peer(self, message: dict[str, Any]) -> Peer:
         fields = {k: message.get(k) for k in ("origin", "name", "version", "personality", "topic")}

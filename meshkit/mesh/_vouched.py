@@ -16,6 +16,8 @@ from typing import Any
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from meshkit.security import ReplayGuard
+
 log = logging.getLogger("meshkit.mesh")
 
 ORIGIN = re.compile(r"[0-9]{8}[0-9a-f]{32}")  # used with fullmatch: ASCII digits only, no trailing newline
@@ -29,6 +31,8 @@ class VouchedKeys:
         self.hold_seconds = hold_seconds
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._held: list[tuple[float, str, dict[str, Any]]] = []
+        self.replays = ReplayGuard()
+        self._latest: dict[tuple[str, str], int] = {}  # (origin, "state" | "contracts") -> seq taken
 
     def key(self, origin: str) -> Ed25519PublicKey | None:
         return self._keys.get(origin)
@@ -46,8 +50,26 @@ class VouchedKeys:
         self._keys = dict(keys)
         return self._release(set(keys))
 
+    def fresh(self, origin: str, message: dict[str, Any]) -> str | None:
+        """None when `message` (its signature checked) is neither a replay nor older than what we took
+        of its origin's routes (join, peer, routes) or contracts; else why it is refused."""
+        refused = self.replays.check(origin, message)
+        if refused is not None:
+            return refused
+        kind, seq = message.get("type"), int(message["seq"])
+        line = (origin, "contracts" if kind == "contracts" else "state")
+        taken = self._latest.get(line)
+        if taken is not None and seq < taken:  # a newcomer never saw it, but the state it took is newer
+            return f"its seq {seq} is older than the {line[1]} taken from it (seq {taken})"
+        if kind != "routes" or taken is not None:  # a change to routes we never had is no baseline
+            self._latest[line] = seq
+        return None
+
     def forget(self, origin: str) -> None:
         self._keys.pop(origin, None)
+        self.replays.forget(origin)
+        self._latest.pop((origin, "state"), None)
+        self._latest.pop((origin, "contracts"), None)
         self._held = [entry for entry in self._held if entry[1] != origin]
 
     def hold(self, origin: str, message: dict[str, Any]) -> bool:

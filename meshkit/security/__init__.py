@@ -2,6 +2,7 @@
 
 from meshkit.security._identity import PUBLIC_KEY_CHARS, SIGNATURE, Identity, public_key, signed_by
 from meshkit.security._keys import KEY_HEADER, MeshKeys
+from meshkit.security._replay import ReplayGuard, Stamp
 from meshkit.security._tls import ClientTLS, server_tls, serves_tls, tls_failure
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "ClientTLS",
     "Identity",
     "MeshKeys",
+    "ReplayGuard",
+    "Stamp",
     "public_key",
     "server_tls",
     "serves_tls",

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from meshkit.security._replay import Stamp
+
 # cryptography is loaded where a key is first made or read: an app outside the mesh never needs it (~7 MB)
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -30,12 +32,18 @@ class Identity:
 
         self._private = Ed25519PrivateKey.generate()
         self.public_key = base64.b64encode(self._private.public_key().public_bytes_raw()).decode()
+        self._stamp = Stamp()
 
     def sign(self, message: dict[str, Any]) -> dict[str, Any]:
         """The message with `sig`, an Ed25519 signature of its MsgPack form."""
         unsigned = {k: v for k, v in message.items() if k != SIGNATURE}
         signature = self._private.sign(_signed_bytes(unsigned))
         return {**unsigned, SIGNATURE: base64.b64encode(signature).decode()}
+
+    def sign_control(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A control message for the broker: stamped with `ts` and this process's next `seq`, then signed,
+        so that a copy written again later is refused (docs/protocol/signing.md#replay)."""
+        return self.sign(self._stamp(message))
 
 
 def public_key(text: object) -> Ed25519PublicKey:

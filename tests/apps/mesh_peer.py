@@ -3,7 +3,8 @@ its own transport (`mesh.transport`), call one another by origin.
 
 ``peer.echo`` (public, not safe to retry) answers ``{origin, mark}`` after ``seconds`` (header, default 0);
 ``GET /call/{route}`` sends one request to ``route`` (or ``route@origin``) with
-``PostOffice.request`` and reports ``{status, body | error, elapsed}`` (408 for a timeout).
+``PostOffice.request`` and reports ``{status, body | error, elapsed}`` (408 for a timeout);
+``DELETE`` and ``PUT /routes/peer.extra`` take that extra route away and put it back (a real route change).
 
     meshkit run tests.apps.mesh_peer:app --port P -Dcloud.connector=kafka -Dmesh.transport=direct ...
 """
@@ -30,3 +31,19 @@ app = create_app(name="mesh-peer", config_dir=Path(__file__).parent, functions=f
 
 
 app.get("/call/{route}")(call)
+
+
+async def _extra(headers: dict[str, str], body: Any) -> str:
+    return "extra"
+
+
+@app.put("/routes/peer.extra")
+async def add_extra() -> dict[str, bool]:
+    current_platform().register("peer.extra", _extra)
+    return {"added": True}
+
+
+@app.delete("/routes/peer.extra")
+async def remove_extra() -> dict[str, bool]:
+    await current_platform().release("peer.extra")
+    return {"removed": True}

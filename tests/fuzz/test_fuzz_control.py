@@ -132,7 +132,7 @@ def vouch_and_sign(node: MeshNode, message: dict[Any, Any]) -> dict[Any, Any]:
         return message
     node._on_notice({"type": "member", "origin": origin, "key": PEER.public_key})
     try:
-        return PEER.sign(message)
+        return PEER.sign_control(message)
     except (OverflowError, TypeError, ValueError):  # not packable: it stays unsigned
         return message
 

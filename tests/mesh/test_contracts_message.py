@@ -37,7 +37,7 @@ async def node() -> AsyncIterator[MeshNode]:
 async def lambda_app(node: MeshNode) -> Identity:
     identity = Identity()
     node._on_notice({"type": "member", "origin": LAMBDA, "key": identity.public_key})
-    node._on_control(identity.sign(join(LAMBDA)))
+    node._on_control(identity.sign_control(join(LAMBDA)))
     assert node.table.origins("hello.pojo") == [LAMBDA]
     return identity
 
@@ -46,11 +46,11 @@ async def test_a_peer_s_contracts_are_kept_for_the_routes_it_serves(
     node: MeshNode, lambda_app: Identity
 ) -> None:
     node._on_control(
-        lambda_app.sign(contracts(**{"hello.pojo": described(POJO), "not.served": described({})}))
+        lambda_app.sign_control(contracts(**{"hello.pojo": described(POJO), "not.served": described({})}))
     )
     assert node.router.contracts() == {LAMBDA: {"hello.pojo": described(POJO)}}
     # a later message replaces the earlier one
-    node._on_control(lambda_app.sign(contracts(**{"hello.pojo": described({"type": "string"}, 3)})))
+    node._on_control(lambda_app.sign_control(contracts(**{"hello.pojo": described({"type": "string"}, 3)})))
     assert node.router.contracts()[LAMBDA]["hello.pojo"]["output"] == {"type": "string"}
     assert node.router.contracts()[LAMBDA]["hello.pojo"]["instances"] == 3
 
@@ -58,7 +58,7 @@ async def test_a_peer_s_contracts_are_kept_for_the_routes_it_serves(
 async def test_contracts_signed_by_another_key_are_refused(
     node: MeshNode, lambda_app: Identity, caplog: pytest.LogCaptureFixture
 ) -> None:
-    node._on_control(Identity().sign(contracts(**{"hello.pojo": described({"type": "null"})})))
+    node._on_control(Identity().sign_control(contracts(**{"hello.pojo": described({"type": "null"})})))
     assert node.router.contracts() == {}
     assert "Refused a contracts control message" in caplog.text
 
@@ -80,9 +80,9 @@ async def test_contracts_signed_by_another_key_are_refused(
 async def test_a_malformed_contracts_message_is_refused_and_changes_nothing(
     node: MeshNode, lambda_app: Identity, bad: object
 ) -> None:
-    node._on_control(lambda_app.sign(contracts(**{"hello.pojo": described(POJO)})))
+    node._on_control(lambda_app.sign_control(contracts(**{"hello.pojo": described(POJO)})))
     with pytest.raises(FrameError):  # the record handler logs it and skips the record
-        node._on_control(lambda_app.sign({"type": "contracts", "origin": LAMBDA, "contracts": bad}))
+        node._on_control(lambda_app.sign_control({"type": "contracts", "origin": LAMBDA, "contracts": bad}))
     assert node.router.contracts() == {LAMBDA: {"hello.pojo": described(POJO)}}
 
 

@@ -54,9 +54,9 @@ def test_an_intruder_with_the_mesh_key_cannot_drop_or_impersonate_an_app(mesh: M
     forged = [
         {"type": "leave", "origin": victim},  # unsigned
         stolen.sign({"type": "leave", "origin": victim}),  # signed with the mesh key
-        intruder.sign({"type": "routes", "origin": victim, "remove": ["hello.pojo"]}),
-        intruder.sign(join_as_victim),
-        intruder.sign({**join_as_victim, "type": "peer"}),
+        intruder.sign_control({"type": "routes", "origin": victim, "remove": ["hello.pojo"]}),
+        intruder.sign_control(join_as_victim),
+        intruder.sign_control({**join_as_victim, "type": "peer"}),
     ]
     publish_raw(mesh.broker, "service.monitor", 1, [control_record(EVERYONE, m) for m in forged])
     # the monitors' log: a leave that would release the victim's virtual topic, signed with the mesh key

@@ -155,8 +155,8 @@ async def test_a_peer_is_sent_batches_only_when_its_join_says_it_takes_them(node
     old, new = Identity(), Identity()
     for origin, identity in ((OLD, old), (NEW, new)):
         node._on_notice({"type": "member", "origin": origin, "key": identity.public_key})
-    node._on_control(old.sign(join(OLD, topic="multiplex.0001-001")))
-    node._on_control(new.sign(join(NEW, topic="multiplex.0001-002", batches=True)))
+    node._on_control(old.sign_control(join(OLD, topic="multiplex.0001-001")))
+    node._on_control(new.sign_control(join(NEW, topic="multiplex.0001-002", batches=True)))
     assert (node.table.peers[OLD].batches, node.table.peers[NEW].batches) == (False, True)
     connector = StubConnector()
     node.transport.connector = connector  # type: ignore[assignment]  # keeps what the node publishes

@@ -15,7 +15,7 @@ from meshkit.connectors.memory import MemoryBroker, MemoryConnector
 from meshkit.mesh import MeshNode, TopicLayout
 from meshkit.mesh._frames import EVERYONE, control_record
 from meshkit.mesh._vouched import MAX_HELD, VouchedKeys
-from meshkit.security import Identity, MeshKeys, public_key, signed_by
+from meshkit.security import Identity, MeshKeys, Stamp, public_key, signed_by
 from meshkit.testing import TestMesh
 from presence_server._monitor import PresenceMonitor
 from tests.support.eventually import eventually
@@ -34,11 +34,11 @@ async def node() -> AsyncIterator[MeshNode]:
 
 def test_a_signature_covers_the_whole_message_and_only_its_signer_can_make_it() -> None:
     me, somebody_else = Identity(), Identity()
-    signed = me.sign(join(LAMBDA))
+    signed = me.sign_control(join(LAMBDA))
     mine = public_key(me.public_key)
     assert signed_by(mine, signed)
     assert not signed_by(mine, join(LAMBDA))  # unsigned
-    assert not signed_by(mine, somebody_else.sign(join(LAMBDA)))
+    assert not signed_by(mine, somebody_else.sign_control(join(LAMBDA)))
     assert not signed_by(mine, {**signed, "routes": ["hello.pojo", "admin.drop"]})  # tampered
     assert not signed_by(mine, {**signed, "sig": "not base64 at all!"})
     assert not signed_by(mine, {**signed, "sig": 42})
@@ -56,7 +56,7 @@ def test_a_public_key_must_be_32_bytes_of_base64(text: object) -> None:
 
 async def test_a_join_waits_for_the_monitor_to_vouch_for_its_key(node: MeshNode) -> None:
     lambda_app = Identity()
-    node._on_control(lambda_app.sign(join(LAMBDA)))  # the broker was quicker than the monitor
+    node._on_control(lambda_app.sign_control(join(LAMBDA)))  # the broker was quicker than the monitor
     assert node.table.origins("hello.pojo") == []
     node._on_notice({"type": "member", "origin": LAMBDA, "key": lambda_app.public_key})
     assert node.table.origins("hello.pojo") == [LAMBDA]
@@ -66,7 +66,7 @@ async def test_nobody_can_join_as_an_origin_vouched_for_under_another_key(
     node: MeshNode, caplog: pytest.LogCaptureFixture
 ) -> None:
     node._on_notice({"type": "member", "origin": LAMBDA, "key": Identity().public_key})
-    node._on_control(Identity().sign(join(LAMBDA)))
+    node._on_control(Identity().sign_control(join(LAMBDA)))
     assert node.table.origins("hello.pojo") == []
     assert f"Refused a join control message for {LAMBDA}: not signed by that app's key" in caplog.text
 
@@ -76,8 +76,8 @@ async def test_no_member_can_change_or_drop_another_members_routes(
 ) -> None:
     lambda_app, intruder = Identity(), Identity()
     node._on_notice({"type": "member", "origin": LAMBDA, "key": lambda_app.public_key})
-    node._on_control(lambda_app.sign(join(LAMBDA)))
-    forged_routes = intruder.sign({"type": "routes", "origin": LAMBDA, "remove": ["hello.pojo"]})
+    node._on_control(lambda_app.sign_control(join(LAMBDA)))
+    forged_routes = intruder.sign_control({"type": "routes", "origin": LAMBDA, "remove": ["hello.pojo"]})
     node._on_control(forged_routes)
     node._on_control({"type": "leave", "origin": LAMBDA})  # signed or not: leaves come from the monitor
     node._on_control(MeshKeys(node.platform.config).sign({"type": "leave", "origin": LAMBDA}))
@@ -85,14 +85,14 @@ async def test_no_member_can_change_or_drop_another_members_routes(
     assert "Refused a routes control message" in caplog.text
     assert "Refused a leave control message" in caplog.text
     # the app itself may change its routes
-    node._on_control(lambda_app.sign({"type": "routes", "origin": LAMBDA, "add": ["hello.list"]}))
+    node._on_control(lambda_app.sign_control({"type": "routes", "origin": LAMBDA, "add": ["hello.list"]}))
     assert node.table.origins("hello.list") == [LAMBDA]
 
 
 async def test_a_peer_is_gone_when_the_monitor_says_so_and_its_requests_fail_at_once(node: MeshNode) -> None:
     lambda_app = Identity()
     node._on_notice({"type": "member", "origin": LAMBDA, "key": lambda_app.public_key})
-    node._on_control(lambda_app.sign(join(LAMBDA)))
+    node._on_control(lambda_app.sign_control(join(LAMBDA)))
     sent: list[EventEnvelope] = []
     node.transport.send_event = lambda topic, origin, event, batch=False: sent.append(event)  # type: ignore[method-assign]  # never answers
     pending = asyncio.ensure_future(node.platform.call(EventEnvelope("hello.pojo", 1), timeout=30))
@@ -101,7 +101,7 @@ async def test_a_peer_is_gone_when_the_monitor_says_so_and_its_requests_fail_at_
     reply = await asyncio.wait_for(pending, 1)
     assert reply.status == 503 and "left before replying" in str(reply.body)
     assert node.table.origins("hello.pojo") == [] and node.vouched.key(LAMBDA) is None
-    node._on_control(lambda_app.sign(join(LAMBDA)))  # a replayed join of the gone app is not believed
+    node._on_control(lambda_app.sign_control(join(LAMBDA)))  # a replayed join of the gone app is not believed
     assert node.table.origins("hello.pojo") == []
 
 
@@ -109,7 +109,7 @@ async def test_a_new_monitors_list_replaces_the_old_one_after_a_grace(node: Mesh
     lambda_app, other_app = Identity(), Identity()
     for origin, identity in ((LAMBDA, lambda_app), (OTHER, other_app)):
         node._on_notice({"type": "member", "origin": origin, "key": identity.public_key})
-        node._on_control(identity.sign(join(origin)))
+        node._on_control(identity.sign_control(join(origin)))
     # moved to a monitor whose list lacks OTHER (it left while we moved): dropped after the grace
     node._members({LAMBDA: lambda_app.public_key, "bad": "not a key"})
     assert sorted(node.table.origins("hello.pojo")) == sorted([LAMBDA, OTHER])
@@ -122,7 +122,7 @@ async def test_a_new_monitors_late_vouch_within_the_grace_keeps_the_peer(node: M
     lambda_app, other_app = Identity(), Identity()
     for origin, identity in ((LAMBDA, lambda_app), (OTHER, other_app)):
         node._on_notice({"type": "member", "origin": origin, "key": identity.public_key})
-        node._on_control(identity.sign(join(origin)))
+        node._on_control(identity.sign_control(join(origin)))
     node._members({})  # the new monitor's log had not reached their claims yet...
     node._on_notice({"type": "member", "origin": LAMBDA, "key": lambda_app.public_key})  # ...now LAMBDA's
     # OTHER, never vouched for again, marks the recheck that must keep LAMBDA: it drops OTHER
@@ -169,12 +169,15 @@ def monitor_with(properties: dict[str, str]) -> PresenceMonitor:
 def test_an_app_holding_the_mesh_key_cannot_write_the_monitors_log(caplog: pytest.LogCaptureFixture) -> None:
     secrets = {"mesh.api.key": "app-key", "mesh.monitor.secret": "monitors-only"}
     monitor = monitor_with(secrets)
+    m1 = Stamp()  # another monitor's stamps (signing.md#replay)
     info = {"name": "a", "version": "1", "personality": "APP", "group": 1, "created": "x", "key": PUBLIC_KEY}
-    claim = {"type": "claim", "topic": 3, "origin": LAMBDA, "monitor": "m1", "info": info}
+    claim = m1({"type": "claim", "topic": 3, "origin": LAMBDA, "monitor": "m1", "info": info, "by": "m1"})
     monitor._on_record(control_record(EVERYONE, monitor.log_keys.sign(claim)))
     assert LAMBDA in monitor.state.connections
     app_keys = MeshKeys(monitor.platform.config)  # what every app holds
-    leave = {"type": "leave", "origin": LAMBDA, "monitor": "m1", "owner": "m1", "reason": "forged"}
+    leave = m1(
+        {"type": "leave", "origin": LAMBDA, "monitor": "m1", "owner": "m1", "reason": "forged", "by": "m1"}
+    )
     monitor._on_record(control_record(EVERYONE, app_keys.sign(leave)))
     assert LAMBDA in monitor.state.connections
     assert (

@@ -158,6 +158,27 @@ def publish_raw(broker: DevBroker, topic: str, partition: int, records: Sequence
         producer.close()
 
 
+def read_raw(broker: DevBroker, topic: str, partition: int, timeout: float = 10) -> list[bytes]:
+    """Every record on one partition so far, from its first, as they are (what an eavesdropper captures)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "tests-capture", "logger": _QUIET}
+    )
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        records: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < high and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None and message.value() is not None:
+                records.append(message.value())
+        return records
+    finally:
+        consumer.close()
+
+
 _QUIET = logging.getLogger("tests.support.mesh_fixtures.kafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
