@@ -49,6 +49,7 @@ from meshkit.core._markers import (
 )
 from meshkit.core._outlet import StreamCancelled
 from meshkit.core._platform import (
+    NOT_PROVEN,
     Platform,
     RouteListener,
     current_platform,
@@ -69,6 +70,7 @@ __all__ = [
     "EXCEPTION",
     "FIELDS",
     "LATENCY_BUCKETS",
+    "NOT_PROVEN",
     "STREAM_CALLER_REQUIRED",
     "TEXT_EVENT_STREAM",
     "X_EVENT_NAME",

@@ -317,6 +317,7 @@ _FIELD_KINDS: dict[str, type] = {
     "headers": dict,
     "tags": dict,
     "annotations": list,
+    "proof": list,
     "exception": bytes,
     "body": object,
 }

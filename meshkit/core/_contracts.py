@@ -30,8 +30,11 @@ _STREAMS = (collections.abc.AsyncIterator, collections.abc.AsyncIterable, collec
 
 def contract(spec: FunctionSpec) -> dict[str, Any]:
     """The contract of `spec` as plain data: `input` and `output` JSON Schemas (self-contained, `$defs`
-    inside), `instances`, `idempotent`, `streaming`."""
-    return dict(_contract(spec))
+    inside), `instances`, `idempotent`, `streaming`, and `allow` (the app names that may call it) if set."""
+    described = dict(_contract(spec))
+    if spec.allow is not None:
+        described["allow"] = sorted(spec.allow)
+    return described
 
 
 @lru_cache(maxsize=4096)

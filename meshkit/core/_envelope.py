@@ -48,6 +48,11 @@ class EventEnvelope:
     # when the caller stops waiting, on this process's time.perf_counter() clock; on the wire it travels as
     # `ttl`, the milliseconds left (docs/protocol/envelope.md)
     deadline: float | None = None
+    # the caller's signed word of who it is, for a route that takes only some apps (docs/protocol/access.md)
+    proof: dict[str, Any] | None = None
+    # not on the wire: the app name (and origin) the edge it came through proved its caller to be
+    caller: str | None = None
+    caller_origin: str | None = None
 
     def __init__(
         self,
@@ -153,4 +158,5 @@ FIELDS = (
     "annotations",
     "obj_type",
     "exception",
+    "proof",
 )

@@ -42,6 +42,7 @@ class FunctionSpec:
     idempotent: bool = False  # safe to run twice: a caller may send a request again to another instance
     streaming: bool = False  # answers with a stream of segments (an async generator, or a writer)
     writer: str | None = None  # the keyword parameter that takes the EventStreamWriter, if any
+    allow: frozenset[str] | None = None  # the app names that may call it from outside (None: any)
 
     @property
     def module(self) -> str:
@@ -60,8 +61,10 @@ def make_spec(
     private: bool = False,
     max_queue: int | None = None,
     idempotent: bool = False,
+    allow: Iterable[str] | None = None,
 ) -> FunctionSpec:
     validate_route_name(route)
+    allowed = _allowed(route, allow)
     if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= 1000:
         raise ValueError(
             f"instances for route '{route}' must be an integer from 1 to 1000, got {instances!r}"
@@ -102,7 +105,21 @@ def make_spec(
         idempotent=bool(idempotent),
         streaming=generator or writer is not None,
         writer=writer,
+        allow=allowed,
     )
+
+
+def _allowed(route: str, allow: Iterable[str] | None) -> frozenset[str] | None:
+    if allow is None:
+        return None
+    if isinstance(allow, str):  # allow="a" would be the names "a" one letter each
+        raise TypeError(f"allow for route '{route}' is a list of application names, not one string")
+    names = frozenset(allow)
+    if not all(isinstance(n, str) and n.strip() == n and 0 < len(n) <= 200 for n in names):
+        raise ValueError(
+            f"allow for route '{route}' must list application names, got {sorted(map(repr, names))}"
+        )
+    return names
 
 
 def positional_parameters(handler: Handler, writer: str | None) -> list[inspect.Parameter]:
@@ -155,8 +172,10 @@ class FunctionRegistry:
         private: bool = False,
         max_queue: int | None = None,
         idempotent: bool = False,
+        allow: Iterable[str] | None = None,
     ) -> Callable[[Handler], Handler]:
         validate_route_name(name)
+        _allowed(name, allow)
 
         def decorate(handler: Handler) -> Handler:
             spec = make_spec(
@@ -166,6 +185,7 @@ class FunctionRegistry:
                 private=private,
                 max_queue=max_queue,
                 idempotent=idempotent,
+                allow=allow,
             )
             self.add(spec)
             return handler
@@ -203,6 +223,7 @@ def route(
     private: bool = False,
     max_queue: int | None = None,
     idempotent: bool = False,
+    allow: Iterable[str] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare a function on the event bus: ``@route("hello.world", instances=10)``.
 
@@ -216,7 +237,15 @@ def route(
     An ``async def`` that ``yield``s, or one with a parameter annotated ``EventStreamWriter``, streams:
     callers read it with ``PostOffice.stream`` (docs/protocol/streams.md), and each stream holds one
     instance while it runs.
+    `allow=["rest-example"]` lets only those apps call it from outside the process, each proven by its
+    vouched identity (docs/protocol/access.md); any other caller gets 403. Its own app (any instance of it)
+    may always call it.
     """
     return default_registry.route(
-        name, instances=instances, private=private, max_queue=max_queue, idempotent=idempotent
+        name,
+        instances=instances,
+        private=private,
+        max_queue=max_queue,
+        idempotent=idempotent,
+        allow=allow,
     )

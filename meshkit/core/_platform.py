@@ -26,6 +26,7 @@ from meshkit.core._seams import EventClient, RemoteRouter, Tracer
 from meshkit.core._streamhub import StreamHub
 
 log = logging.getLogger("meshkit.platform")
+NOT_PROVEN = "the caller is not proven"  # in the 403 of a route that takes only some apps (access.md)
 
 
 def new_origin() -> str:
@@ -216,6 +217,7 @@ class Platform:
         private: bool = False,
         max_queue: int | None = None,
         idempotent: bool = False,
+        allow: Iterable[str] | None = None,
     ) -> FunctionSpec:
         """Add a function at run time (``platform.register("my.route", handler, instances=4)``)."""
         if isinstance(route, FunctionSpec):
@@ -230,6 +232,7 @@ class Platform:
                 private=private,
                 max_queue=max_queue,
                 idempotent=idempotent,
+                allow=allow,
             )
         if spec.route in self._pools:
             raise ValueError(f"Route '{spec.route}' is already registered in {self.name}")
@@ -287,6 +290,7 @@ class Platform:
             private=was.private,
             max_queue=was.max_queue,
             idempotent=was.idempotent,
+            allow=was.allow,
         )
         self._pools[route] = self._pool_for(spec)
         self._replaced.append(old)
@@ -322,6 +326,8 @@ class Platform:
         self._dispatch_elsewhere(event, external)
 
     def _submit(self, pool: FunctionPool, event: EventEnvelope, external: bool) -> None:
+        if pool.spec.allow is not None and external:
+            self._check_caller(pool.spec.route, pool.spec.allow, event)
         # an event from outside arrives in a loop callback, not inside another handler: it may run inline
         reply = pool.submit(event, inline=external)
         if reply is not None:
@@ -354,6 +360,21 @@ class Platform:
             raise AppError(404, f"Route {route} not found")
         self.remote.send(target, event)  # type: ignore[union-attr]
 
+    def _check_caller(self, route: str, allow: frozenset[str], event: EventEnvelope) -> None:
+        """403 for a caller from outside that `allow` does not name (docs/protocol/access.md), and a line
+        naming it; its own app (any instance) may always call."""
+        if event.caller in allow or (event.caller is not None and event.caller == self.name):
+            return
+        allowed = ", ".join(sorted(allow)) or "no app"
+        if event.caller is None:
+            who = f"an unproven caller ({event.sender or 'no sender'}, {event.reply_to or 'no reply inbox'})"
+            message = f"Route {route} takes calls only from {allowed}, proven: {NOT_PROVEN}"
+        else:
+            who = f"{event.caller} ({event.caller_origin})"
+            message = f"Route {route} takes calls only from {allowed}, not from {event.caller}"
+        log.warning("Refused a call to %s from %s: it takes calls only from %s", route, who, allowed)
+        raise AppError(403, message)
+
     def deliver_reply(self, reply: EventEnvelope) -> None:
         """Send a function's reply on its way; a reply that cannot be delivered is logged, not raised."""
         try:
@@ -384,6 +405,8 @@ class Platform:
             event.deadline = deadline
         pool = self._pools.get(event.to)  # type: ignore[arg-type]
         if pool is not None and not (external and pool.spec.private):
+            if pool.spec.allow is not None and external:
+                self._check_caller(pool.spec.route, pool.spec.allow, event)
             reply = pool.submit(event, inline=True)  # the caller awaits: the first step may run now
             if reply is not None:  # it answered in its first step: no correlation id needed
                 reply.round_trip = (time.perf_counter() - started) * 1000

@@ -62,6 +62,7 @@ def asyncapi_document(platform: Platform, http_host: str | None = None) -> dict[
             "x-meshkit-instances": spec.instances,
             "x-meshkit-idempotent": spec.idempotent,
             "x-meshkit-streaming": spec.streaming,
+            **({"x-meshkit-allow": sorted(spec.allow)} if spec.allow is not None else {}),
         }
     document: dict[str, Any] = {
         "asyncapi": ASYNCAPI_VERSION,
@@ -107,6 +108,8 @@ def _summary(spec: FunctionSpec) -> str:
     parts.append("safe to retry" if spec.idempotent else "never sent twice")
     if spec.streaming:
         parts.append("answers with a stream of segments")
+    if spec.allow is not None:
+        parts.append("callable only by " + (", ".join(sorted(spec.allow)) or "its own app"))
     return "; ".join(parts)
 
 

@@ -15,7 +15,8 @@ from meshkit.core import Platform, contract
 
 
 def route_catalog(platform: Platform) -> dict[str, dict[str, Any]]:
-    """route -> {input, output, idempotent, streaming, described, instances: {origin: {app, instances}}}."""
+    """route -> {input, output, idempotent, streaming, described, instances: {origin: {app, instances}}},
+    and `allow` for a route that takes calls only from some apps."""
     by_route: dict[str, dict[str, tuple[str, dict[str, Any] | None]]] = {}
     for spec in platform.functions():
         if not spec.private:
@@ -44,6 +45,8 @@ def _entry(origins: dict[str, tuple[str, dict[str, Any] | None]]) -> dict[str, A
             for origin, (name, c) in sorted(origins.items())
         },
     }
+    if first is not None and first.get("allow") is not None:
+        entry["allow"] = first["allow"]  # only these apps may call it (docs/protocol/access.md)
     if first is not None:
         differs = sorted(o for o, c in described.items() if _shape(c) != _shape(first))
         if differs:
@@ -52,4 +55,4 @@ def _entry(origins: dict[str, tuple[str, dict[str, Any] | None]]) -> dict[str, A
 
 
 def _shape(c: dict[str, Any]) -> tuple[Any, ...]:
-    return (c["input"], c["output"], c["idempotent"], c["streaming"])
+    return (c["input"], c["output"], c["idempotent"], c["streaming"], c.get("allow"))

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
-from meshkit.core import AppError, CodecError, EventEnvelope, EventStream, Platform, decode, encode
+from meshkit.core import (
+    NOT_PROVEN,
+    AppError,
+    CodecError,
+    EventEnvelope,
+    EventStream,
+    Platform,
+    decode,
+    encode,
+)
 from meshkit.http._reading import HttpStream
 from meshkit.observe import trace_headers
-from meshkit.security import ClientTLS, MeshKeys
+from meshkit.security import CALLER_HEADER, ClientTLS, MeshKeys
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from meshkit.mesh import CallerProofs
 
 log = logging.getLogger("meshkit.http")
 
@@ -24,6 +36,7 @@ class EventOverHttp:
         self._session: aiohttp.ClientSession | None = None
         self._tls = ClientTLS(platform.config)  # https:// endpoints: tls.ca, tls.certfile (checked now)
         self._tls_warned: set[str] = set()  # endpoints whose TLS failure was logged as a warning
+        self._prove: set[tuple[str, str | None]] = set()  # (endpoint, route) that asked who is calling
 
     def _open(self) -> aiohttp.ClientSession:
         import aiohttp  # on first use: an app that never calls an endpoint never loads the client (~8 MB)
@@ -60,11 +73,28 @@ class EventOverHttp:
         session = self._open()
         from aiohttp import ClientError, ClientTimeout  # loaded by _open
 
+        posted, proofs, started = encode(event), self._proofs(), time.monotonic()
+        if proofs is not None and (
+            (endpoint, event.to) in self._prove or proofs.restricted_anywhere(event.to)
+        ):
+            headers[CALLER_HEADER] = proofs.header(posted)
         try:
             # aiohttp's own timer covers the whole exchange, the body's read included: no second one
             limit = ClientTimeout(total=timeout)
-            async with session.post(endpoint, data=encode(event), headers=headers, timeout=limit) as response:
+            async with session.post(endpoint, data=posted, headers=headers, timeout=limit) as response:
                 status, data = response.status, await response.read()
+            if (
+                status == 403
+                and proofs is not None
+                and CALLER_HEADER not in headers
+                and NOT_PROVEN.encode() in data
+            ):
+                # the route takes only some apps: say who we are, from now on (it never ran: safe to resend)
+                self._prove.add((endpoint, event.to))
+                headers[CALLER_HEADER] = proofs.header(posted)
+                left = ClientTimeout(total=max(0.001, timeout - (time.monotonic() - started)))
+                async with session.post(endpoint, data=posted, headers=headers, timeout=left) as response:
+                    status, data = response.status, await response.read()
         except TimeoutError:
             return _timed_out(
                 event, f"Route {event.to} at {endpoint} timeout for {timeout:g} s", timeout_as_reply
@@ -81,6 +111,10 @@ class EventOverHttp:
         if status != 200:
             raise AppError(status, reply.error_message())
         return reply
+
+    def _proofs(self) -> CallerProofs | None:
+        proofs: CallerProofs | None = getattr(self._platform.remote, "proofs", None)  # the mesh's, if any
+        return proofs
 
     def _why(self, endpoint: str, exc: Exception) -> str:
         """The client error in words; a TLS failure is logged too (a warning once an endpoint, then info)."""

@@ -28,7 +28,7 @@ from meshkit.core import (
 )
 from meshkit.http._streaming import relay, streams
 from meshkit.observe import valid_trace_id
-from meshkit.security import KEY_HEADER, MeshKeys
+from meshkit.security import CALLER_HEADER, KEY_HEADER, MeshKeys
 
 log = logging.getLogger("meshkit.http")
 
@@ -38,7 +38,8 @@ MIN_TTL_MS = 1_000
 MAX_TTL_MS = 3_600_000  # an hour: a longer x-ttl is taken as this
 
 _KEY = KEY_HEADER.encode("latin-1")
-_WANTED = frozenset((b"content-length", b"x-ttl", b"accept", b"x-async", _KEY))
+_CALLER = CALLER_HEADER.encode("latin-1")
+_WANTED = frozenset((b"content-length", b"x-ttl", b"accept", b"x-async", _KEY, _CALLER))
 _OCTET_HEADERS = [(b"content-type", OCTET_STREAM.encode())]
 
 
@@ -103,6 +104,9 @@ class EventEndpoint:
             return _refuse(400, f"Invalid event: {exc}", client)
         if not event.to:
             return _refuse(400, "Missing routing path", client)
+        caller = headers.get(_CALLER)
+        if caller is not None:
+            _identify(platform, event, caller.decode("latin-1"), data, client)
         ttl_header = headers.get(b"x-ttl")
         try:
             ttl_ms = (
@@ -172,3 +176,23 @@ def event_router(platform: Platform) -> APIRouter:
 def _refuse(status: int, message: str, client: str) -> tuple[int, EventEnvelope, None]:
     log.warning("Event over HTTP from %s refused with %d: %s", client, status, message)
     return status, EventEnvelope(status=status, body=message), None
+
+
+def _identify(platform: Platform, event: EventEnvelope, header: str, posted: bytes, client: str) -> None:
+    """The caller named by `x-mesh-caller`, when it holds (docs/protocol/access.md#over-http)."""
+    from meshkit.mesh import (
+        NotProven,
+    )  # loaded already when there is a mesh: an app without one never needs it
+
+    proofs = getattr(platform.remote, "proofs", None)  # the mesh's CallerProofs (meshkit/mesh/_callers.py)
+    if proofs is None:
+        log.warning(
+            "Event over HTTP from %s: an %s header, but this app is not in a mesh", client, CALLER_HEADER
+        )
+        return
+    try:
+        proofs.identify_http(event, header, posted)
+    except NotProven as exc:
+        log.warning(
+            "Event over HTTP from %s for %s: its caller proof does not hold: %s", client, event.to, exc
+        )

@@ -3,6 +3,7 @@ over a connector; with the pieces of the protocol (docs/protocol/) a control pla
 monitor speaks. It knows connectors only by their protocol, never Kafka or Hazelcast by name.
 """
 
+from meshkit.mesh._callers import CallerProofs, NotProven
 from meshkit.mesh._direct import PATH as DIRECT_PATH
 from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import (
@@ -32,6 +33,7 @@ __all__ = [
     "MONITOR_TOPIC",
     "ORIGIN",
     "RECIPIENT",
+    "CallerProofs",
     "ConnectorWatchdog",
     "DirectLinks",
     "FrameError",
@@ -41,6 +43,7 @@ __all__ = [
     "Member",
     "MeshNode",
     "MeshRouter",
+    "NotProven",
     "OnNotice",
     "OnReady",
     "Peer",

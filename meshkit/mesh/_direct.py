@@ -113,7 +113,7 @@ class DirectLinks:
         keys: MeshKeys,
         *,
         address: str | None,
-        deliver: Callable[[bytes], None],
+        deliver: Callable[[bytes, str], None],
         on_lost: LinkLost,
         inbox: str,
         reply_topic: Callable[[], str | None],

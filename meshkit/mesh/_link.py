@@ -48,7 +48,7 @@ class Link:
         dialed: bool,
         inbox: str,
         reply_topic: Callable[[], str | None],
-        deliver: Callable[[bytes], None],
+        deliver: Callable[[bytes, str], None],
         max_event_bytes: int,
     ) -> None:
         self.peer = peer
@@ -129,7 +129,7 @@ class Link:
         while True:
             message = await self.socket.recv()
             self.received += 1
-            self._deliver(message)
+            self._deliver(message, self.peer)
 
     async def run(self) -> str:
         """Read and write until the connection ends either way; returns why it ended."""

@@ -15,6 +15,7 @@ from meshkit.config import AppConfig, ConfigError
 from meshkit.connectors import Connector
 from meshkit.core import AppError, FunctionSpec, Platform, contract
 from meshkit.mesh._admission import Admission
+from meshkit.mesh._callers import CallerProofs
 from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
 from meshkit.mesh._outliers import OutlierDetector
@@ -78,7 +79,7 @@ class MeshNode:
             Admission(platform.origin, self.identity, self.vouched),
             self.keys,
             address=direct_address(config),
-            deliver=functools.partial(self.transport.receive, direct=True),
+            deliver=self.transport.receive,
             on_lost=self._link_lost,
             inbox=platform.inbox,
             reply_topic=self.transport.reply_topic,
@@ -90,6 +91,9 @@ class MeshNode:
         self.router = MeshRouter(
             self.table, self.transport, platform, OutlierDetector.from_config(config), self.direct
         )
+        self.proofs = CallerProofs(platform.origin, self.identity, self.vouched, self.table)
+        self.router.proofs = self.proofs
+        self.transport.identify = self.proofs.identify
         self.drain_quiet = config.get_float("drain.quiet", 1.0)
         if presence is None:
             presence = functools.partial(
@@ -186,6 +190,7 @@ class MeshNode:
             "idempotent": sorted(
                 spec.route for spec in p.functions() if spec.idempotent and not spec.private
             ),
+            "allow": _allow_map(p.functions()),  # routes that take calls only from some apps (access.md)
         }
 
     def _contracts(self) -> dict[str, Any]:
@@ -222,9 +227,11 @@ class MeshNode:
         self._contracts_message = None
         if self.transport.topic is None:
             return
-        change: dict[str, list[str]] = {"add" if added else "remove": [spec.route]}
+        change: dict[str, Any] = {"add" if added else "remove": [spec.route]}
         if added and spec.idempotent:
             change["idempotent"] = [spec.route]
+        if added and spec.allow is not None:
+            change["allow"] = {spec.route: sorted(spec.allow)}
         self._background(self._publish_group({"type": "routes", "origin": self.platform.origin, **change}))
         self._background(self._publish_group(self._contracts()))
 
@@ -334,6 +341,7 @@ class MeshNode:
                 add=set(_routes(message.get("add"))),
                 remove=set(_routes(message.get("remove"))),
                 idempotent=set(_routes(message.get("idempotent"))),
+                allow=_allowed(message.get("allow")),
             )
 
     async def _answer_join(self, peer: Peer) -> None:
@@ -361,6 +369,7 @@ class MeshNode:
             set(_routes(message.get("routes"))),
             batches=message.get("batches") is True,
             idempotent=set(_routes(message.get("idempotent"))),
+            allow=_allowed(message.get("allow")),
         )
 
     # -- cloud.connector.health ------------------------------------------------------------------------------
@@ -378,6 +387,19 @@ class MeshNode:
             raise AppError(503, "Not connected to a presence monitor")
         took = await self.transport.loopback()
         return f"Loopback test took {took:.0f} ms"
+
+
+def _allow_map(specs: list[FunctionSpec]) -> dict[str, list[str]]:
+    return {s.route: sorted(s.allow) for s in specs if s.allow is not None and not s.private}
+
+
+def _allowed(value: object) -> dict[str, list[str]]:
+    """A peer's `allow`: route -> the app names it takes calls from (access.md); FrameError otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise FrameError("allow must map routes to lists of app names")
+    return {route: _routes(names) for route, names in value.items()}
 
 
 def _routes(value: object) -> list[str]:
@@ -407,6 +429,7 @@ def parse_contracts(value: object) -> dict[str, dict[str, Any]]:
             "instances": instances,
             "idempotent": entry.get("idempotent") is True,
             "streaming": entry.get("streaming") is True,
+            **({"allow": _routes(entry["allow"])} if entry.get("allow") is not None else {}),
             **({"omitted": True} if entry.get("omitted") is True else {}),
         }
     return checked

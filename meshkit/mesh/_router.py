@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 from meshkit.core import AppError, EventEnvelope, LocalBus, MeshCounters, RoutingView
+from meshkit.mesh._callers import CallerProofs
 from meshkit.mesh._direct import DirectLinks
 from meshkit.mesh._outliers import OutlierDetector
 from meshkit.mesh._table import RoutingTable
@@ -36,6 +37,7 @@ class MeshRouter:
         self._turn = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.proofs: CallerProofs | None = None  # signs requests to routes that take only some apps
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -82,6 +84,9 @@ class MeshRouter:
             topic = peer.topic if peer is not None else self.transport.return_addresses.get(origin)
             if topic is None:
                 raise AppError(404, f"Origin {origin} is not reachable")
+            proofs = self.proofs
+            if proofs is not None and proofs.restricted(origin, event.to):
+                proofs.sign(event, origin)  # a route that takes only some apps: say who we are
             self.transport.send_event(topic, origin, event, batch=peer is not None and peer.batches)
         if event.reply_to == self.bus.inbox and event.cid is not None:  # a request of ours
             self.outliers.sent(origin, event.to or "", self._now())

@@ -25,6 +25,7 @@ class Peer:
     idempotent: set[str] = field(default_factory=set)  # of its routes, those it declares safe to retry
     draining: bool = False  # it is stopping: no new requests while another instance serves the route
     contracts: dict[str, dict[str, Any]] = field(default_factory=dict)  # route -> contract, as it published
+    allow: dict[str, list[str]] = field(default_factory=dict)  # route -> the app names it takes calls from
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class Peer:
             "topic": self.topic.name,
             "draining": self.draining,
             "idempotent": sorted(self.idempotent & self.routes),
+            "allow": {route: names for route, names in sorted(self.allow.items()) if route in self.routes},
         }
 
 
@@ -68,6 +70,7 @@ class RoutingTable:
             add=peer.routes,
             remove=(known.routes - peer.routes) if known else set(),
             idempotent=peer.idempotent,
+            allow=peer.allow,
         )
         return known is None
 
@@ -78,12 +81,18 @@ class RoutingTable:
         add: set[str] | frozenset[str] = frozenset(),
         remove: set[str] | frozenset[str] = frozenset(),
         idempotent: set[str] | frozenset[str] = frozenset(),
+        allow: dict[str, list[str]] | None = None,
     ) -> None:
-        """`idempotent`: which of the routes in `add` their owner declares safe to retry."""
+        """`idempotent`: which of the routes in `add` their owner declares safe to retry; `allow`: of
+        them, those that take calls only from some apps, and which."""
         peer = self.peers.get(origin)
         if peer is None:
             return
         for route in add:
+            if allow and route in allow:
+                peer.allow[route] = allow[route]
+            else:
+                peer.allow.pop(route, None)
             safe = route in idempotent
             self._idempotent[route] = safe
             if safe:

@@ -74,6 +74,8 @@ class EventTransport:
         self._flush_scheduled = False
         self.received = self.sent = self.skipped = 0
         self.received_direct = 0  # events that came over a direct link (meshkit/mesh/_link.py) instead
+        # sets an event's proven caller from its link or its proof (meshkit/mesh/_callers.py)
+        self.identify: Callable[[EventEnvelope, str | None], None] = lambda event, via: None
 
     # -- subscriptions -------------------------------------------------------------------------------------
     async def listen(self, topic: VirtualTopic) -> None:
@@ -212,21 +214,22 @@ class EventTransport:
         return await self._loopback.run(send, timeout)
 
     # -- receiving -----------------------------------------------------------------------------------------
-    def receive(self, record: bytes, *, inner: bool = False, direct: bool = False) -> None:
-        """Deliver a record from the broker, or (`direct`) from a peer's direct link."""
+    def receive(self, record: bytes, via: str | None = None, *, inner: bool = False) -> None:
+        """Deliver a record from the broker, or (`via`: the peer's origin, proven when its link was
+        admitted) from a peer's direct link."""
         try:
             frame = parse(record)
             if frame["type"] == "batch":
                 if inner:
                     raise FrameError("a batch record inside a batch")
-                self._on_batch(frame, direct)
+                self._on_batch(frame, via)
                 return
             recipient = frame[RECIPIENT]
             if recipient != self.bus.origin and recipient != EVERYONE:
                 self.skipped += 1
                 log.debug("Skipped a record for %s (not this app)", recipient)
                 return
-            self._deliver(frame, direct)
+            self._deliver(frame, via)
         except (FrameError, CodecError) as exc:
             self.skipped += 1
             log.warning("Skipped an undecodable record (%d bytes): %s", len(record), exc)
@@ -236,18 +239,18 @@ class EventTransport:
             self.skipped += 1
             log.exception("Skipped a record that failed in delivery")
 
-    def _on_batch(self, frame: dict[str, Any], direct: bool) -> None:
+    def _on_batch(self, frame: dict[str, Any], via: str | None) -> None:
         records = frame.get("records")
         if not isinstance(records, list):
             raise FrameError("batch record without a list of records")
         for record in records:  # each on its own: one bad record costs only itself
             if isinstance(record, bytes):
-                self.receive(record, inner=True, direct=direct)
+                self.receive(record, via, inner=True)
             else:
                 self.skipped += 1
                 log.warning("Skipped a %s in a batch record (records are bytes)", type(record).__name__)
 
-    def _deliver(self, frame: dict[str, Any], direct: bool) -> None:
+    def _deliver(self, frame: dict[str, Any], via: str | None) -> None:
         kind = frame["type"]
         if kind == "event" or kind == "segment":
             embedded = frame.get("event")
@@ -267,13 +270,15 @@ class EventTransport:
                         raise FrameError("event record without an envelope")
                     event = decode(payload)
             self._remember_sender(event, frame.get("reply"))
-            if direct:
+            if via is not None:
                 self.received_direct += 1
             else:
                 self.received += 1
             if event.to == self.bus.inbox:
                 self.bus.resolve_reply(event)
                 return
+            if via is not None or event.proof is not None:
+                self.identify(event, via)
             try:
                 self.bus.dispatch(event, external=True)
             except AppError as exc:

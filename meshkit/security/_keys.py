@@ -12,6 +12,7 @@ import msgpack
 from meshkit.config import AppConfig
 
 KEY_HEADER = "x-mesh-key"
+CALLER_HEADER = "x-mesh-caller"  # who is calling, signed (docs/protocol/access.md#over-http)
 
 
 class MeshKeys:

@@ -8,14 +8,17 @@ from typing import Any
 from meshkit import AppError, PostOffice
 
 
-async def call(route: str, timeout: float = 5.0, seconds: float = 0.0, mark: str = "-") -> dict[str, Any]:
-    """One request through the mesh (`route`, or `route@origin`); never raises, so the test sees how (and
-    how fast) it ended: `{status, body | error, elapsed}`, 408 for a timeout."""
+async def call(
+    route: str, timeout: float = 5.0, seconds: float = 0.0, mark: str = "-", endpoint: str | None = None
+) -> dict[str, Any]:
+    """One request through the mesh (`route`, or `route@origin`), or to `endpoint` over HTTP; never
+    raises, so the test sees how (and how fast) it ended: `{status, body | error, elapsed}`, 408 for a
+    timeout."""
     started = time.monotonic()
     outcome: dict[str, Any]
     try:
         reply = await PostOffice().request(
-            route, headers={"seconds": str(seconds), "mark": mark}, timeout=timeout
+            route, headers={"seconds": str(seconds), "mark": mark}, timeout=timeout, endpoint=endpoint
         )
         outcome = {"status": reply.status, "body": reply.body}
     except AppError as exc:

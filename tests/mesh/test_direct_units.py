@@ -190,7 +190,7 @@ def link_between(socket: Pipe, arrived: list[bytes], peer: str = B) -> Link:
         dialed=True,
         inbox=f"@{A}",
         reply_topic=lambda: "multiplex.0001-000",
-        deliver=arrived.append,
+        deliver=lambda record, via: arrived.append(record),
         max_event_bytes=8 * 1024 * 1024,
     )
 
@@ -200,7 +200,8 @@ async def test_what_is_sent_in_one_loop_turn_leaves_as_one_message_and_arrives_i
     received: list[bytes] = []
     arrived = asyncio.Event()
 
-    def deliver(message: bytes) -> None:
+    def deliver(message: bytes, via: str) -> None:
+        assert via == A  # the peer the link admitted: the request's proven caller (access.md)
         received.append(message)
         arrived.set()
 

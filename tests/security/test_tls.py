@@ -170,7 +170,7 @@ async def test_a_direct_dial_to_a_peer_its_ca_did_not_sign_fails_over_to_the_bro
             Admission("20261202" + "a" * 32, Identity(), VouchedKeys()),
             MeshKeys(config()),
             address="wss://127.0.0.1:1/api/mesh/direct",
-            deliver=lambda record: None,
+            deliver=lambda record, via: None,
             on_lost=lambda origin, cids, why: None,
             inbox="inbox",
             reply_topic=lambda: None,

@@ -172,8 +172,9 @@ def read_raw(broker: DevBroker, topic: str, partition: int, timeout: float = 10)
         deadline = time.monotonic() + timeout
         while len(records) < high and time.monotonic() < deadline:
             message = consumer.poll(0.2)
-            if message is not None and message.error() is None and message.value() is not None:
-                records.append(message.value())
+            value = message.value() if message is not None and message.error() is None else None
+            if value is not None:
+                records.append(value)
         return records
     finally:
         consumer.close()
