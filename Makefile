@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv checkov browser test fuzz lint typecheck layers demo demo-up demo-down kafka bench clean
+.PHONY: venv checkov browser netfaults test fuzz lint typecheck layers demo demo-up demo-down kafka bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,10 +57,25 @@ browser:
 	  echo "browser: installed $$($(CHROMEDRIVER) --version)"; \
 	fi
 
+# iproute2 and nftables for tests/netfaults (hosts in network namespaces, links cut with nftables rules); the
+# tests need root and skip, saying why, where namespaces cannot be made.
+netfaults:
+	@if command -v ip >/dev/null && command -v nft >/dev/null; then \
+	  echo "netfaults: ip and nft present, for tests/netfaults"; \
+	elif [ "$$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then \
+	  echo "netfaults: not root and no sudo: tests/netfaults will be skipped"; \
+	else \
+	  echo "netfaults: installing Debian's iproute2 and nftables for tests/netfaults:"; \
+	  echo "  $(strip $(SUDO) apt-get update) && $(strip $(SUDO) apt-get install -y iproute2 nftables)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null && \
+	  echo "netfaults: installed $$(nft --version)"; \
+	fi
+
 # Two workers (pytest-xdist): the suite mostly waits on the processes and brokers it starts; TEST_WORKERS=0 for one.
 TEST_WORKERS ?= 2
 
-test: $(STAMP) $(CHECKOV_STAMP) browser lint typecheck layers
+test: $(STAMP) $(CHECKOV_STAMP) browser netfaults lint typecheck layers
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # Fuzz the edges that take outside input (tests/fuzz): MESHKIT_FUZZ_EXAMPLES inputs per target (25,000 by

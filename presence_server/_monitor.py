@@ -377,6 +377,12 @@ class PresenceMonitor:
         # every monitor tells its own apps of the group; an app moving between monitors gets the list again
         notice = {"type": "gone", "origin": connection.origin, "reason": reason}
         self._notify(connection.group, connection.origin, notice)
+        session = self.sessions.get(connection.origin)
+        if session is not None:  # released while connected here (a split brain healed): it must claim again
+            log.warning(
+                "Member %s was released while connected here: asked to connect again", connection.origin
+            )
+            self._spawn(session.websocket.close(1012, "released by the mesh: connect again"))
 
     def _notify(self, group: int, about: str, notice: dict[str, Any]) -> None:
         self.sessions.notify(group, about, notice, self._disconnect_slow_reader)

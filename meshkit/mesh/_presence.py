@@ -166,6 +166,7 @@ class PresenceClient:
             open_timeout=5,
             ping_interval=self.keepalive,
             ping_timeout=2 * self.keepalive,
+            close_timeout=self.keepalive / 4,  # a cut link never brings the close frame: move on, not in 10 s
             max_size=1 << 20,
         ) as ws:
             self._ws = ws
