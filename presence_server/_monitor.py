@@ -22,7 +22,6 @@ from meshkit.core import iso_utc_ms
 from meshkit.mesh import (
     EVERYONE,
     MONITOR_TOPIC,
-    ORIGIN,
     ConnectorWatchdog,
     FrameError,
     Loopback,
@@ -30,18 +29,16 @@ from meshkit.mesh import (
     control_record,
     parse,
 )
-from meshkit.security import KEY_HEADER, MeshKeys, ReplayGuard, Stamp, public_key
-from presence_server._info import mesh_summary, parse_iso
-from presence_server._sessions import Session, Sessions
+from meshkit.security import KEY_HEADER, MeshKeys, ReplayGuard, Stamp
+from presence_server._cards import CardTexts
+from presence_server._claims import TopicClaims
+from presence_server._hello import Refused, check_card, read_hello
+from presence_server._info import mesh_summary
+from presence_server._sessions import Notice, Session, Sessions, frames
 from presence_server._state import ClaimResult, Connection, MeshState
 
 log = logging.getLogger("presence_server")
-
-HELLO_FIELDS = {"name": str, "version": str, "personality": str, "group": int, "created": str, "key": str}
-
-
-class Refused(Exception):
-    """A websocket the monitor will not serve; the message says why (the app logs it)."""
+SNAPSHOT_PART = 200  # connections per snapshot record: a record's size does not grow with the mesh
 
 
 class PresenceMonitor:
@@ -67,8 +64,9 @@ class PresenceMonitor:
                 MONITOR_TOPIC,
             )
         self.state = MeshState(layout.max_virtual_topics)
-        self.sessions = Sessions()
-        self._claims: dict[tuple[int, str], asyncio.Future[ClaimResult]] = {}
+        self.texts = CardTexts(self.state, layout)
+        self.sessions = Sessions(self.texts.body)
+        self.claims = TopicClaims(self.id, self.state, layout, self._publish, self.monitor_timeout)
         self._loopback = Loopback(self.id)
         self._stamp, self._replays = Stamp(), ReplayGuard()  # the log is replay-proof too (signing.md)
         self._subscription: Subscription | None = None
@@ -131,7 +129,7 @@ class PresenceMonitor:
                 await websocket.close(4401, "missing or invalid mesh API key")
             return
         try:
-            hello = await self._hello(websocket, origin)
+            hello = await read_hello(websocket, origin, self.groups)
             topic = await self._admit(origin, hello)
         except Refused as exc:
             log.warning("Refused presence of %s from %s: %s", origin[:80], client, exc)
@@ -143,20 +141,29 @@ class PresenceMonitor:
         except WebSocketDisconnect:
             log.info("Presence of %r from %s ended before its hello was answered", origin[:80], client)
             return
-        group = hello["group"]
-        session = self.sessions[origin] = Session(websocket, time.monotonic(), group, updated=_now())
+        group, cards = hello["group"], hello.get("cards") is True
+        session = Session(websocket, time.monotonic(), group, updated=_now(), cards=cards, key=hello["key"])
+        self.sessions[origin] = session
         name = self.layout.virtual(topic).name
         reason, leaving = "closed", True
         notifier: asyncio.Task[None] | None = None
         try:
-            members = {
-                o: c.key for o, c in self.state.connections.items() if c.group == group and o != origin
-            }
-            ready = {"type": "ready", "topic": name, "monitor": self.id, "members": members}
-            await websocket.send_text(json.dumps(ready))
+            if cards:  # the group's cards follow its ready, before any notice
+                ready, listed = self.texts.ready(name, self.id, group, origin)
+                await websocket.send_text(ready)
+                for frame in frames(listed, self.texts.body):
+                    await websocket.send_text(frame)
+            else:
+                members = {
+                    o: c.key for o, c in self.state.connections.items() if c.group == group and o != origin
+                }
+                ready_map = {"type": "ready", "topic": name, "monitor": self.id, "members": members}
+                await websocket.send_text(json.dumps(ready_map))
             for other in self.state.connections.values():  # who of its group is stopping, after `members`
                 if other.draining and other.group == group and other.origin != origin:
-                    session.notices.put_nowait(json.dumps({"type": "draining", "origin": other.origin}))
+                    session.notices.put_nowait(
+                        (json.dumps({"type": "draining", "origin": other.origin}), None)
+                    )
             if hello.get("draining") is True:  # it was draining when it moved here from another monitor
                 self._drain(origin)
             log.info(
@@ -190,92 +197,12 @@ class PresenceMonitor:
                             }
                         )
 
-    async def _hello(self, websocket: WebSocket, origin: str) -> dict[str, Any]:
-        if not ORIGIN.fullmatch(origin):
-            raise Refused(f"invalid origin {origin[:80]!r}: yyyymmdd + 32 hex characters expected")
-        try:
-            raw = await asyncio.wait_for(websocket.receive_text(), 10.0)
-            hello = json.loads(raw)
-        except TimeoutError:
-            raise Refused("no hello within 10 s") from None
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise Refused(f"hello is not a JSON text message ({type(exc).__name__})") from None
-        if not isinstance(hello, dict) or hello.get("type") != "hello":
-            raise Refused("the first message must be a hello")
-        for key, kind in HELLO_FIELDS.items():
-            if not isinstance(hello.get(key), kind) or isinstance(hello.get(key), bool):
-                raise Refused(f"hello field '{key}' must be a {kind.__name__}")
-        try:
-            public_key(hello["key"])
-        except ValueError as exc:
-            raise Refused(f"hello field 'key' must be an Ed25519 public key ({exc})") from None
-        if not 1 <= hello["group"] <= self.groups:
-            raise Refused(f"closed user group {hello['group']} outside 1..{self.groups}")
-        if any(len(str(hello[k])) > 200 for k in HELLO_FIELDS):
-            raise Refused("hello field too long")
-        if parse_iso(hello["created"]) is None:
-            raise Refused("hello field 'created' must be an ISO-8601 time")
-        return hello
-
     async def _admit(self, origin: str, hello: dict[str, Any]) -> int:
         if origin in self.sessions:
             raise Refused(f"origin {origin} is already connected")
-        existing = self.state.connections.get(origin)
-        replaces: str | None = None
-        if existing is not None and existing.monitor != self.id:
-            # the app moves here from another monitor: wait until that one is gone, else it is a duplicate
-            deadline = time.monotonic() + self.monitor_timeout + self.heartbeat
-            # polls a clock (heartbeats stopping), which no event signals
-            while self.state.alive(existing.monitor, self.monitor_timeout) and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.2)
-            if self.state.alive(existing.monitor, self.monitor_timeout):
-                raise Refused(f"origin {origin} is already connected via monitor {existing.monitor}")
-            replaces = existing.monitor  # seen gone: this claim may take the app over
-        preferred: int | None = None
-        if isinstance(hello.get("topic"), str):
-            with contextlib.suppress(ValueError):
-                preferred = self.layout.index_of(hello["topic"])
-        topic = await self._claim(origin, hello, preferred, replaces)
+        topic = await self.claims.admit(origin, hello, self.monitor_timeout + self.heartbeat)
         await self.connector.ensure_topic(self.layout.virtual(topic).topic, self.layout.partitions_per_topic)
         return topic
-
-    async def _claim(
-        self, origin: str, hello: dict[str, Any], preferred: int | None, replaces: str | None
-    ) -> int:
-        tried: set[int] = set()
-        for _ in range(8):
-            if (
-                preferred is not None
-                and preferred not in tried
-                and self.state.holders.get(preferred) in (None, origin)
-            ):
-                topic: int | None = preferred
-            else:
-                pending = {t for t, _ in self._claims}
-                topic = self.state.free_topic(self.layout.max_virtual_topics, tried | pending)
-            if topic is None:
-                raise Refused(
-                    f"the mesh is full: all {self.layout.max_virtual_topics} virtual topics are in use"
-                )
-            tried.add(topic)
-            future: asyncio.Future[ClaimResult] = asyncio.get_running_loop().create_future()
-            self._claims[(topic, origin)] = future
-            info = {k: hello[k] for k in HELLO_FIELDS}
-            claim = {"type": "claim", "topic": topic, "origin": origin, "monitor": self.id, "info": info}
-            if replaces is not None:
-                claim["replaces"] = replaces
-            try:
-                await self._publish(claim)
-                result = await asyncio.wait_for(future, 5.0)
-                if result.won:
-                    return topic
-                if result.held_via is not None:  # another monitor holds the origin: no topic will do
-                    raise Refused(f"origin {origin} is already connected via monitor {result.held_via}")
-            except (TimeoutError, ConnectorError) as exc:
-                raise Refused(f"topic claim failed: {exc or type(exc).__name__}") from exc
-            finally:
-                self._claims.pop((topic, origin), None)
-        raise Refused("could not claim a virtual topic: too many conflicts")
 
     def _on_message(self, session: Session, origin: str, message: Mapping[str, Any]) -> None:
         if message.get("type") == "websocket.disconnect":
@@ -285,6 +212,9 @@ class PresenceMonitor:
             data = json.loads(message.get("text") or "")
             if isinstance(data, dict) and data.get("type") == "drain":
                 self._drain(origin)
+                return
+            if isinstance(data, dict) and data.get("type") == "card":
+                self._new_card(session, origin, data)
                 return
             if (
                 not isinstance(data, dict)
@@ -307,6 +237,17 @@ class PresenceMonitor:
         log.info("Member %s (%s %s) is draining", origin, connection.name, connection.version)
         self._notify(connection.group, origin, {"type": "draining", "origin": origin})
         self._spawn(self._publish({"type": "drain", "origin": origin, "monitor": self.id}))
+
+    def _new_card(self, session: Session, origin: str, data: dict[str, Any]) -> None:
+        """The app's card changed (its routes): every monitor keeps the new one and tells the group."""
+        try:
+            if not check_card(data, origin, session.key):
+                raise ValueError("no card in it")
+        except ValueError as exc:
+            log.warning("Ignored a card from %s: %s", origin, exc)
+            return
+        card = {"type": "card", "origin": origin, "monitor": self.id, "card": data["card"]}
+        self._spawn(self._publish({**card, "contracts": data.get("contracts")}))
 
     # -- the log of service.monitor partition 0 ------------------------------------------------------------
     def _on_record(self, record: bytes) -> None:
@@ -343,25 +284,37 @@ class PresenceMonitor:
             self.state.heartbeat(message)
         elif kind == "bye":
             self.state.monitor_gone(str(message["id"]), self.monitor_timeout)
+        elif kind == "card":
+            self._changed(self.state.card(message))
         elif kind == "sync" and message.get("from") != self.id and self._synced.is_set():
-            snapshot = {"type": "snapshot", "to": message.get("from"), "state": self.state.snapshot()}
-            self._spawn(self._publish(snapshot))
+            parts = self.state.snapshots(SNAPSHOT_PART)
+            for n, part in enumerate(parts, start=1):  # "more": parts follow (a monitor syncs on the last)
+                snapshot = {
+                    "type": "snapshot",
+                    "to": message.get("from"),
+                    "state": part,
+                    "more": n < len(parts),
+                }
+                self._spawn(self._publish(snapshot))
         elif kind == "snapshot" and message.get("to") == self.id:
             self.state.merge(message["state"])
-            self._synced.set()
+            if message.get("more") is not True:
+                self._synced.set()
         elif kind == "loopback":
             self._loopback.arrived(message.get("id"))
 
     def _claimed(self, result: ClaimResult, monitor: str) -> None:
         if result.released is not None:
             log.info("%s released by %s (moved)", self.layout.virtual(result.released), result.origin)
-        connection = self.state.connections.get(result.origin) if result.won else None
-        if connection is not None:  # vouch for its key to our apps of its group: they take its joins now
-            notice = {"type": "member", "origin": connection.origin, "key": connection.key}
-            self._notify(connection.group, connection.origin, notice)
-        future = self._claims.get((result.topic, result.origin)) if monitor == self.id else None
-        if future is not None and not future.done():
-            future.set_result(result)
+        self._changed(self.state.connections.get(result.origin) if result.won else None)
+        if monitor == self.id:
+            self.claims.resolve(result)
+
+    def _changed(self, connection: Connection | None) -> None:
+        """Vouch for the app's key to our apps of its group, and hand them its card: they take it now."""
+        if connection is not None:
+            self.texts.forget(connection.origin)
+            self._notify(connection.group, connection.origin, self.texts.member(connection))
 
     def _left(self, connection: Connection | None, reason: str) -> None:
         if connection is None:
@@ -375,6 +328,7 @@ class PresenceMonitor:
             connection.version,
         )
         # every monitor tells its own apps of the group; an app moving between monitors gets the list again
+        self.texts.forget(connection.origin)
         notice = {"type": "gone", "origin": connection.origin, "reason": reason}
         self._notify(connection.group, connection.origin, notice)
         session = self.sessions.get(connection.origin)
@@ -384,8 +338,9 @@ class PresenceMonitor:
             )
             self._spawn(session.websocket.close(1012, "released by the mesh: connect again"))
 
-    def _notify(self, group: int, about: str, notice: dict[str, Any]) -> None:
-        self.sessions.notify(group, about, notice, self._disconnect_slow_reader)
+    def _notify(self, group: int, about: str, notice: dict[str, Any] | Notice) -> None:
+        text = (json.dumps(notice), None) if isinstance(notice, dict) else notice
+        self.sessions.notify(group, about, text, self._disconnect_slow_reader)
 
     def _disconnect_slow_reader(self, session: Session) -> None:
         self._spawn(session.websocket.close(1013, "too many unread mesh notices"))
@@ -435,6 +390,7 @@ class PresenceMonitor:
                 )
         for monitor in self.state.dead_monitors(cutoff):
             self.state.forget(monitor)
+        self.texts.prune()
 
     # -- what the actuators show ---------------------------------------------------------------------------
     async def loopback(self, timeout: float = 5.0) -> float:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass, fields
 from typing import Any
 
 from meshkit.core import iso_utc_ms
+from meshkit.mesh import contracts_digest
 
 log = logging.getLogger("presence_server.state")
 
@@ -32,9 +34,13 @@ class Connection:
     seq: int = 0
     key: str = ""  # the app's public key (Ed25519, base64), vouched for to its group
     draining: bool = False  # it said it is stopping: its group sends it no new requests
+    cards: bool = False  # its hello said it sends cards: it is told of its group by cards, and not by joins
+    card: dict[str, Any] | None = None  # its latest card, signed by it (None: none yet, or without cards)
+    contracts: str | None = None  # the digest of the contracts its card names, when they are kept
 
     def public(self) -> dict[str, Any]:
-        return asdict(self)
+        """What a snapshot's connection map holds (its card travels beside it, in `cards`)."""
+        return {name: getattr(self, name) for name in PUBLIC_FIELDS}
 
 
 @dataclass
@@ -60,6 +66,10 @@ class MeshState:
         self.released: dict[int, int] = {}
         self._releases = 0
         self.monitors: dict[str, tuple[float, str]] = {}  # id -> (monotonic last seen, ISO time)
+        # (lane, lanes) -> an index below which every topic of that lane was used: never-used ones lie above
+        self._cursors: dict[tuple[int, int], int] = {}
+        self.bodies: dict[str, Any] = {}  # digest -> contracts map, shared by the cards that name it
+        self._body_refs: Counter[str] = Counter()
 
     # -- applying log messages -----------------------------------------------------------------------------
     def claim(self, message: dict[str, Any]) -> ClaimResult:
@@ -109,8 +119,47 @@ class MeshState:
             self._release(previous.topic)
             released = previous.topic
         self.holders[topic] = origin
+        connection.cards = message.get("cards") is True
+        if previous is not None and previous.topic == topic and previous.card is not None:
+            # moved, still listening where its card's peers send: the card holds until it sends a new one
+            connection.card, connection.contracts = previous.card, previous.contracts
+        elif previous is not None:
+            self._drop_card(previous)
         self.connections[origin] = connection
         return ClaimResult(origin, topic, won=True, released=released)
+
+    def keep_card(self, connection: Connection, card: object, contracts: object) -> None:
+        """The app's card (from its claim, or a `card` message), and its contracts when they are what the
+        card's digest says; a malformed card is not kept (the app then counts as one without cards)."""
+        self._drop_card(connection)
+        if not isinstance(card, dict) or card.get("origin") != connection.origin:
+            return
+        connection.card = card
+        digest = card.get("contracts")
+        if not isinstance(digest, str):
+            return
+        if digest not in self.bodies:
+            if not isinstance(contracts, dict) or contracts_digest(contracts) != digest:
+                return
+            self.bodies[digest] = contracts
+        connection.contracts = digest
+        self._body_refs[digest] += 1
+
+    def _drop_card(self, connection: Connection) -> None:
+        digest, connection.card, connection.contracts = connection.contracts, None, None
+        if digest is not None:
+            self._body_refs[digest] -= 1
+            if self._body_refs[digest] <= 0:
+                del self._body_refs[digest]
+                self.bodies.pop(digest, None)
+
+    def card(self, message: dict[str, Any]) -> Connection | None:
+        """Apply a `card` message (a new card of an app, through its monitor); the connection if kept."""
+        connection = self.connections.get(str(message["origin"]))
+        if connection is None or connection.monitor != message.get("monitor"):
+            return None
+        self.keep_card(connection, message.get("card"), message.get("contracts"))
+        return connection if connection.card is not None else None
 
     def drain(self, origin: str, monitor: str) -> Connection | None:
         """The app said it is stopping (through `monitor`); the connection if that is news."""
@@ -127,6 +176,7 @@ class MeshState:
         if connection is None or (owner is not None and connection.monitor != owner):
             return None
         del self.connections[origin]
+        self._drop_card(connection)
         if self.holders.get(connection.topic) == origin:
             self._release(connection.topic)
         return connection
@@ -175,6 +225,7 @@ class MeshState:
         if not isinstance(snapshot, dict) or not isinstance(snapshot.get("connections", []), list):
             raise ValueError("a snapshot is a map with a list of connections")
         malformed = 0
+        cards = snapshot.get("cards")  # a monitor from before cards sends none
         for raw in snapshot.get("connections", []):
             connection = _connection(raw, self.max_topics)
             if connection is None:
@@ -183,6 +234,9 @@ class MeshState:
             if connection.origin not in self.connections and connection.topic not in self.holders:
                 self.connections[connection.origin] = connection
                 self.holders[connection.topic] = connection.origin
+                kept = cards.get(connection.origin) if isinstance(cards, dict) else None
+                if isinstance(kept, dict):
+                    self.keep_card(connection, kept.get("card"), kept.get("contracts"))
         monitors = snapshot.get("monitors")
         for monitor, seen_at in monitors.items() if isinstance(monitors, dict) else ():
             self.monitors.setdefault(str(monitor), (time.monotonic(), str(seen_at)[:40]))
@@ -190,16 +244,45 @@ class MeshState:
             raise ValueError(f"{malformed} malformed connections in a snapshot")
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "connections": [c.public() for c in self.connections.values()],
-            "monitors": {m: iso for m, (_, iso) in self.monitors.items()},
-        }
+        return self.snapshots(len(self.connections) or 1)[0]
+
+    def snapshots(self, size: int) -> list[dict[str, Any]]:
+        """The state in parts of at most `size` connections each (with their cards), so that no record of
+        the log grows with the mesh; the first part also lists the monitors."""
+        connections = list(self.connections.values())
+        parts = []
+        for at in range(0, max(len(connections), 1), size):
+            chunk = connections[at : at + size]
+            cards = {
+                c.origin: {"card": c.card, "contracts": self.bodies.get(c.contracts or "")}
+                for c in chunk
+                if c.card is not None
+            }
+            parts.append({"connections": [c.public() for c in chunk], "cards": cards, "monitors": {}})
+        parts[0]["monitors"] = {m: iso for m, (_, iso) in self.monitors.items()}
+        return parts
 
     # -- questions -------------------------------------------------------------------------------------------
-    def free_topic(self, limit: int, avoid: set[int]) -> int | None:
-        """The lowest never-used free topic, else the one released longest ago; None when all are taken."""
-        free = (index for index in range(limit) if index not in self.holders and index not in avoid)
-        return min(free, key=lambda index: (self.released.get(index, 0), index), default=None)
+    def free_topic(self, limit: int, avoid: set[int], lane: int = 0, lanes: int = 1) -> int | None:
+        """A never-used topic, the lowest of this monitor's lane (index % lanes == lane) first, so that
+        monitors claiming at once rarely want the same one; else the one released longest ago; None when
+        all are taken. Never-used topics only get fewer, so a cursor per lane skips the used ones."""
+        index = self._cursors.get((lane, lanes), lane)
+        while index < limit and (index in self.holders or index in self.released):
+            index += lanes
+        self._cursors[(lane, lanes)] = index
+        for candidate in range(index, limit, lanes):
+            if self._unused(candidate, avoid):
+                return candidate
+        unused = (candidate for candidate in range(limit) if self._unused(candidate, avoid))
+        found = next(unused, None)  # another lane's, once ours is full
+        if found is not None:
+            return found
+        free = (t for t in self.released if t < limit and t not in self.holders and t not in avoid)
+        return min(free, key=lambda t: (self.released[t], t), default=None)
+
+    def _unused(self, index: int, avoid: set[int]) -> bool:
+        return index not in self.holders and index not in self.released and index not in avoid
 
     def alive(self, monitor: str, within: float) -> bool:
         seen = self.monitors.get(monitor)
@@ -224,13 +307,17 @@ _CONNECTION_TYPES = {
 }
 
 
+PUBLIC_FIELDS = tuple(f.name for f in fields(Connection) if f.name not in ("card", "contracts"))
+
+
 def _connection(raw: Any, max_topics: int) -> Connection | None:
     """A connection from a peer's snapshot, or None when it is not well formed."""
-    if not isinstance(raw, dict) or set(raw) - {"draining"} != set(_CONNECTION_TYPES):
+    if not isinstance(raw, dict) or set(raw) - {"draining", "cards"} != set(_CONNECTION_TYPES):
         return None
     if not all(isinstance(raw[k], t) and not isinstance(raw[k], bool) for k, t in _CONNECTION_TYPES.items()):
         return None
-    if not isinstance(raw.get("draining", False), bool):  # a monitor from before draining has no such key
+    # a monitor from before draining, or before cards, has no such key
+    if not isinstance(raw.get("draining", False), bool) or not isinstance(raw.get("cards", False), bool):
         return None
     if not 0 <= raw["topic"] < max_topics or not 0 <= raw["seq"] < 2**53:
         return None

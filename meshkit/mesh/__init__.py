@@ -4,6 +4,7 @@ monitor speaks. It knows connectors only by their protocol, never Kafka or Hazel
 """
 
 from meshkit.mesh._callers import CallerProofs, NotProven
+from meshkit.mesh._cards import CARD, contracts_digest
 from meshkit.mesh._direct import PATH as DIRECT_PATH
 from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import (
@@ -25,6 +26,7 @@ from meshkit.mesh._vouched import ORIGIN
 from meshkit.mesh._watchdog import EXIT_CONNECTOR_LOST, ConnectorWatchdog
 
 __all__ = [
+    "CARD",
     "DEFAULT_SEGMENT_SIZE",
     "DIRECT_PATH",
     "EVERYONE",
@@ -54,6 +56,7 @@ __all__ = [
     "Socket",
     "TopicLayout",
     "VirtualTopic",
+    "contracts_digest",
     "control_record",
     "direct_address",
     "join_mesh",

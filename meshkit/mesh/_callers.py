@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -35,8 +36,16 @@ class NotProven(ValueError):
 class CallerProofs:
     """This app's side of both: it signs its requests to restricted routes and checks those it is sent."""
 
-    def __init__(self, origin: str, identity: Identity, vouched: VouchedKeys, table: RoutingTable) -> None:
+    def __init__(
+        self,
+        origin: str,
+        identity: Identity,
+        vouched: VouchedKeys,
+        table: RoutingTable,
+        guarded: Callable[[str | None], bool] = lambda to: True,
+    ) -> None:
         self.origin, self.identity, self.vouched, self.table = origin, identity, vouched, table
+        self.guarded = guarded  # True when this app's route `to` takes calls only from some apps
         self._stamp = Stamp()
         self._replays = (
             ReplayGuard()
@@ -71,21 +80,27 @@ class CallerProofs:
         return base64.b64encode(packed).decode()
 
     # -- the callee's side ---------------------------------------------------------------------------------
-    def identify(self, event: EventEnvelope, via: str | None) -> None:
+    def identify(self, event: EventEnvelope, via: str | None, patient: bool = False) -> bool:
         """Set `event.caller` from the direct link it came over (`via`), or else from its proof; a proof that
-        does not hold is logged and leaves the caller unproven (a restricted route then answers 403)."""
+        does not hold is logged and leaves the caller unproven (a restricted route then answers 403).
+        `patient`: False, and nothing set, when a guarded route's caller is not in the routing table yet:
+        it joined a moment ago and its card is on its way (access.md#a-caller-not-known-yet)."""
+        proof = event.proof
+        caller = via if via is not None else proof.get("origin") if isinstance(proof, dict) else None
+        if patient and isinstance(caller, str) and caller not in self.table.peers and self.guarded(event.to):
+            return False
         if via is not None:
             self._named(event, via)
-            return
-        proof = event.proof
+            return True
         if proof is None:
-            return
+            return True
         try:
             origin = self._check(proof, lambda stamped: _statement(stamped, self.origin, event))
         except NotProven as exc:
             log.warning("Event %s for %s: its caller proof does not hold: %s", event.id, event.to, exc)
-            return
+            return True
         self._named(event, origin)
+        return True
 
     def identify_http(self, event: EventEnvelope, header: str, posted: bytes) -> None:
         """As `identify`, for Event over HTTP; NotProven when the header does not hold."""

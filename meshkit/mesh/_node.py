@@ -13,9 +13,10 @@ from typing import Any
 
 from meshkit.config import AppConfig, ConfigError
 from meshkit.connectors import Connector
-from meshkit.core import AppError, FunctionSpec, Platform, contract
+from meshkit.core import Address, AppError, FunctionSpec, Platform, contract
 from meshkit.mesh._admission import Admission
 from meshkit.mesh._callers import CallerProofs
+from meshkit.mesh._cards import FrameContracts, TakenCards, card_as_join, make_card
 from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
 from meshkit.mesh._outliers import OutlierDetector
@@ -91,7 +92,7 @@ class MeshNode:
         self.router = MeshRouter(
             self.table, self.transport, platform, OutlierDetector.from_config(config), self.direct
         )
-        self.proofs = CallerProofs(platform.origin, self.identity, self.vouched, self.table)
+        self.proofs = CallerProofs(platform.origin, self.identity, self.vouched, self.table, self._guarded)
         self.router.proofs = self.proofs
         self.transport.identify = self.proofs.identify
         self.drain_quiet = config.get_float("drain.quiet", 1.0)
@@ -110,8 +111,12 @@ class MeshNode:
             platform.personality,
             self.group,
             self.identity.public_key,
+            # off: told of the group by joins, as before cards (a mesh upgraded app by app, and its tests)
+            card=self._card if config.get_bool("presence.cards", True) else None,
         )
         self.presence = presence(member, self._on_ready, self._on_notice)
+        self._card_message: dict[str, Any] | None = None  # made once, until a public route changes
+        self.cards = TakenCards()
         self._tasks: set[asyncio.Task[None]] = set()
         self._contracts_message: dict[str, Any] | None = None  # made once, until a public route changes
         self._recheck: asyncio.TimerHandle | None = None
@@ -150,14 +155,24 @@ class MeshNode:
         await self.transport.close()
         await self.connector.close()
 
+    def _guarded(self, to: str | None) -> bool:
+        pool = self.platform.pool(Address.parse(to)[0]) if to else None
+        return pool is not None and pool.spec.allow is not None
+
     # -- presence --------------------------------------------------------------------------------------------
-    async def _on_ready(self, topic_name: str, monitor: str, members: object = None) -> None:
+    async def _on_ready(
+        self, topic_name: str, monitor: str, members: object = None, cards: object = None
+    ) -> None:
         self._members(members)
         topic = self.layout.parse(topic_name)
         await self.connector.ensure_topic(topic.topic, self.layout.partitions_per_topic)
         await self.transport.listen(topic)
         log.info("%s, partition %d ready", topic.topic, topic.partition)
-        await self._publish_group({"type": "join", **self._me()})
+        if isinstance(cards, dict) and not cards.get("legacy"):
+            return  # the monitors hand our card to the group and the group's cards to us
+        # a monitor without cards, or members that have none: they learn of us from a join, as before
+        marked = {"cards": True} if cards is not None else {}  # apps that have our card skip this join
+        await self._publish_group({"type": "join", **self._me(), **marked})
         await self._publish_group(self._contracts())
 
     async def drain(self, deadline: float) -> None:
@@ -206,6 +221,12 @@ class MeshNode:
         self._contracts_message = {"type": "contracts", "origin": p.origin, "contracts": contracts}
         return self._contracts_message
 
+    def _card(self) -> dict[str, Any]:
+        """This app's signed card and its contracts, for the hello (docs/protocol/presence.md#cards)."""
+        if self._card_message is None:
+            self._card_message = make_card(self.identity, self._me(), self._contracts()["contracts"])
+        return self._card_message
+
     async def _publish_group(self, message: dict[str, Any]) -> None:
         await self.transport.publish_control(
             MONITOR_TOPIC, self.group, EVERYONE, self.identity.sign_control(message)
@@ -224,7 +245,7 @@ class MeshNode:
     def _route_changed(self, spec: FunctionSpec, added: bool) -> None:
         if spec.private:
             return
-        self._contracts_message = None
+        self._contracts_message = self._card_message = None
         if self.transport.topic is None:
             return
         change: dict[str, Any] = {"add" if added else "remove": [spec.route]}
@@ -234,6 +255,7 @@ class MeshNode:
             change["allow"] = {spec.route: sorted(spec.allow)}
         self._background(self._publish_group({"type": "routes", "origin": self.platform.origin, **change}))
         self._background(self._publish_group(self._contracts()))
+        self._background(self.presence.update())  # signed last: the card is the newest state of this app
 
     # -- what the presence monitor says: which peers it vouches for, and which are gone ----------------------
     def _members(self, members: object) -> None:
@@ -254,8 +276,19 @@ class MeshNode:
         for origin in sorted(set(self.table.peers) - self.vouched.origins()):
             self._gone(origin, "no presence monitor vouches for it any more")
 
-    def _on_notice(self, notice: dict[str, Any]) -> None:
+    def _on_notice(self, notice: dict[str, Any], bodies: FrameContracts | None = None) -> None:
         kind, origin = notice.get("type"), notice.get("origin")
+        if kind == "notices":  # a monitor's batch: its group's cards after ready, then what changed
+            entries, shared = notice.get("notices"), FrameContracts(notice.get("contracts"), parse_contracts)
+            for entry in entries if isinstance(entries, list) else ():
+                # a group's frames tell each of its apps of itself too (presence.md#cards): skipped
+                if (
+                    isinstance(entry, dict)
+                    and entry.get("type") != "notices"
+                    and entry.get("origin") != self.platform.origin
+                ):
+                    self._on_notice(entry, shared)
+            return
         if not isinstance(origin, str) or not ORIGIN.fullmatch(origin):
             log.warning("Ignored a %s notice from the presence monitor without a valid origin", kind)
         elif kind == "member":
@@ -265,12 +298,44 @@ class MeshNode:
                 log.warning("Presence monitor vouched for %s with a bad key: %s", origin, exc)
                 return
             self._replay(self.vouched.vouch(origin, key))
+            if notice.get("card") is not None:
+                self._take_card(origin, key, notice, bodies)
         elif kind == "gone":
             self._gone(origin, str(notice.get("reason") or "left"))
         elif kind == "draining":
             self.table.drain(origin)
         else:
             log.warning("Ignored a %r notice from the presence monitor", kind)
+
+    def _take_card(
+        self, origin: str, key: Any, notice: dict[str, Any], bodies: FrameContracts | None
+    ) -> None:
+        """A peer's card, handed on by a monitor: believed under the key vouched for it, as its join was."""
+        card, topic = notice.get("card"), notice.get("topic")
+        if origin == self.platform.origin or (
+            isinstance(card, dict) and isinstance(topic, str) and self.cards.seen(origin, card, topic)
+        ):
+            return
+        try:
+            join = card_as_join(card, origin, topic)  # `card` is a dict from here on
+            if not signed_by(key, notice["card"]):
+                raise FrameError("not signed by that app's key")
+            stale = self.vouched.current(origin, notice["card"])
+            known = self.table.peers.get(origin)
+            if stale is not None and known is not None:  # its routes came since: only where it is is news
+                known.topic = self._peer(join).topic
+                self.cards.take(origin, notice["card"], join["topic"])
+                return
+            if stale is not None:
+                raise FrameError(stale)
+            self.table.join(self._peer(join))
+            self.direct.learn(origin, join.get("direct"))
+            self.cards.take(origin, notice["card"], join["topic"])
+            contracts = bodies.named_by(join) if bodies is not None else None
+            if contracts is not None:
+                self.table.publish_contracts(origin, contracts)
+        except FrameError as exc:
+            log.warning("Refused the card of %s from the presence monitor: %s", origin, exc)
 
     def _replay(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
@@ -291,6 +356,7 @@ class MeshNode:
 
     def _gone(self, origin: str, reason: str) -> None:
         self.direct.forget(origin)
+        self.cards.forget(origin)
         self.vouched.forget(origin)
         gone = self.table.leave(origin)
         self.transport.return_addresses.pop(origin, None)
@@ -311,8 +377,8 @@ class MeshNode:
             raise FrameError(f"unknown control message {kind!r}")
         if not isinstance(origin, str) or not ORIGIN.fullmatch(origin):
             raise FrameError(f"a {kind} control message without a valid origin")
-        if origin == self.platform.origin:
-            return
+        if origin == self.platform.origin or (kind == "join" and message.get("cards") is True):
+            return  # our own, or a join for apps without cards: the monitors hand us its card
         key = self.vouched.key(origin)
         if key is None:
             if not self.vouched.hold(origin, message):

@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import websockets
@@ -24,8 +24,15 @@ from meshkit.security import ClientTLS
 
 log = logging.getLogger("meshkit.mesh.presence")
 
-OnReady = Callable[[str, str, object], Awaitable[None]]  # (virtual topic name, monitor id, group members)
 OnNotice = Callable[[dict[str, Any]], None]  # a peer vouched for ("member"), stopping ("draining"), gone
+Card = Callable[[], dict[str, Any]]  # this app's signed card and its contracts, as the hello carries them
+MAX_MESSAGE_BYTES = 4 << 20  # a monitor's frames of its group's cards are at most 512 KiB (presence.md)
+
+
+class OnReady(Protocol):
+    def __call__(self, topic: str, monitor: str, members: object, cards: object = None, /) -> Awaitable[None]:
+        """(virtual topic name, monitor id, group members, and for a monitor that keeps cards what it says
+        of them: {"legacy": origins of members without one}; None from one that does not)"""
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class Member:
     personality: str
     group: int
     public_key: str  # base64 of its Ed25519 public key: the monitors vouch for it to the group
+    card: Card | None = field(default=None, compare=False)  # its card, for monitors that keep cards
 
 
 class Presence(Protocol):
@@ -51,6 +59,9 @@ class Presence(Protocol):
 
     async def drain(self) -> None:
         """Say this app is stopping: the control plane tells the group to send it no new requests."""
+
+    async def update(self) -> None:
+        """This app's card changed (a public route came or went): the control plane tells the group."""
 
     async def close(self) -> None:
         """Leave: the control plane releases the topic and tells the group."""
@@ -94,6 +105,7 @@ class PresenceClient:
         self._ws: ClientConnection | None = None
         self._created = iso_utc_ms(_dt.datetime.now(_dt.UTC))
         self.draining = False
+        self.cards = False  # the monitor keeps cards (its ready said so): it takes this app's new ones
 
     async def start(self, wait: float) -> bool:
         """Connect in the background; True if the first monitor answered within `wait` seconds."""
@@ -115,6 +127,14 @@ class PresenceClient:
                 await ws.send(json.dumps({"type": "drain"}))
             except websockets.WebSocketException as exc:
                 log.warning("Could not tell the presence monitor this app is draining: %s", exc)
+
+    async def update(self) -> None:
+        ws = self._ws
+        if ws is not None and self.connected.is_set() and self.cards and self.member.card is not None:
+            try:
+                await ws.send(json.dumps({"type": "card", **self.member.card()}))
+            except websockets.WebSocketException as exc:  # sent again once connected again
+                log.warning("Could not give the presence monitor this app's new card: %s", exc)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -167,7 +187,8 @@ class PresenceClient:
             ping_interval=self.keepalive,
             ping_timeout=2 * self.keepalive,
             close_timeout=self.keepalive / 4,  # a cut link never brings the close frame: move on, not in 10 s
-            max_size=1 << 20,
+            max_size=MAX_MESSAGE_BYTES,
+            compression=None,  # cards and notices are small JSON: deflating them costs both ends CPU
         ) as ws:
             self._ws = ws
             await ws.send(json.dumps(self._hello()))
@@ -179,12 +200,18 @@ class PresenceClient:
             self.topic, self.monitor = answer["topic"], str(answer.get("monitor"))
             self._tls_failures.pop(url, None)
             log.info("Connected %s, %s", target, self.topic)
-            await self.on_ready(self.topic, self.monitor, answer.get("members"))
-            self.connected.set()
+            self.cards = answer.get("cards") is True
+            legacy = answer.get("legacy") if self.cards else None
+            cards = {"legacy": legacy if isinstance(legacy, list) else []} if self.cards else None
+            # alive from now on: setting up the topic can take longer than presence.timeout on a busy broker
             keepalive = asyncio.create_task(self._keep_alive(ws))
             try:
+                await self.on_ready(self.topic, self.monitor, answer.get("members"), cards)
+                self.connected.set()
+                await self.update()  # listening now: the monitors may hand its card to the group
                 async for message in ws:
                     self._on_message(message)
+                    await asyncio.sleep(0)  # a long run of frames does not hold the loop (keep-alives run)
             finally:
                 keepalive.cancel()
             log.warning(
@@ -204,6 +231,7 @@ class PresenceClient:
             "topic": self.topic,
             "key": me.public_key,
             "draining": self.draining,
+            **({"cards": True} if me.card is not None else {}),
         }
 
     async def _keep_alive(self, ws: ClientConnection) -> None:
@@ -223,5 +251,5 @@ class PresenceClient:
             log.warning("Ignored a message from the presence monitor that is not a JSON object")
         elif data.get("type") == "error":
             log.error("Presence monitor: %s", data.get("message"))
-        elif data.get("type") in ("member", "gone", "draining"):
+        elif data.get("type") in ("member", "gone", "draining", "notices"):
             self.on_notice(data)

@@ -39,6 +39,11 @@ from meshkit.mesh._topics import TopicLayout, VirtualTopic
 
 log = logging.getLogger("meshkit.mesh.transport")
 
+# a guarded route's caller that joined a moment ago may not be known here yet (access.md): its request waits
+CALLER_WAIT = 2.0  # seconds, at most
+CALLER_POLL = 0.05
+MAX_AWAITING_CALLERS = 1000  # requests; more are judged at once
+
 ControlHandler = Callable[[dict[str, Any]], None]
 
 
@@ -74,8 +79,10 @@ class EventTransport:
         self._flush_scheduled = False
         self.received = self.sent = self.skipped = 0
         self.received_direct = 0  # events that came over a direct link (meshkit/mesh/_link.py) instead
-        # sets an event's proven caller from its link or its proof (meshkit/mesh/_callers.py)
-        self.identify: Callable[[EventEnvelope, str | None], None] = lambda event, via: None
+        # sets an event's proven caller from its link or its proof (meshkit/mesh/_callers.py); False when it
+        # may wait for a caller not known yet
+        self.identify: Callable[[EventEnvelope, str | None, bool], bool] = lambda event, via, patient: True
+        self._awaiting = 0  # requests waiting for their caller to be known
 
     # -- subscriptions -------------------------------------------------------------------------------------
     async def listen(self, topic: VirtualTopic) -> None:
@@ -278,11 +285,10 @@ class EventTransport:
                 self.bus.resolve_reply(event)
                 return
             if via is not None or event.proof is not None:
-                self.identify(event, via)
-            try:
-                self.bus.dispatch(event, external=True)
-            except AppError as exc:
-                self._refuse(event, exc)
+                if not self.identify(event, via, self._awaiting < MAX_AWAITING_CALLERS):
+                    self._await_caller(event, via)
+                    return
+            self._dispatch(event)
         elif kind == "control":
             message = frame.get("payload")
             if not isinstance(message, dict):
@@ -293,6 +299,27 @@ class EventTransport:
             self.on_control(message)
         else:
             raise FrameError(f"unknown record type {kind!r}")
+
+    def _dispatch(self, event: EventEnvelope) -> None:
+        try:
+            self.bus.dispatch(event, external=True)
+        except AppError as exc:
+            self._refuse(event, exc)
+
+    def _await_caller(self, event: EventEnvelope, via: str | None) -> None:
+        """A guarded route's caller this app does not know yet: ask again every CALLER_POLL seconds, for at
+        most CALLER_WAIT (then it is judged as it stands: 403 if still unknown)."""
+        loop = asyncio.get_running_loop()
+        self._awaiting += 1
+
+        def again(left: float) -> None:
+            if self.identify(event, via, left > 0):
+                self._awaiting -= 1
+                self._dispatch(event)
+            else:
+                loop.call_later(CALLER_POLL, again, left - CALLER_POLL)
+
+        loop.call_later(CALLER_POLL, again, CALLER_WAIT - CALLER_POLL)
 
     def _remember_sender(self, event: EventEnvelope, reply_topic: object) -> None:
         if not isinstance(reply_topic, str) or not event.reply_to:

@@ -52,10 +52,20 @@ class VouchedKeys:
 
     def fresh(self, origin: str, message: dict[str, Any]) -> str | None:
         """None when `message` (its signature checked) is neither a replay nor older than what we took
-        of its origin's routes (join, peer, routes) or contracts; else why it is refused."""
+        of its origin's routes (join, peer, routes, card) or contracts; else why it is refused."""
         refused = self.replays.check(origin, message)
-        if refused is not None:
-            return refused
+        return refused if refused is not None else self._newest(origin, message)
+
+    def current(self, origin: str, card: dict[str, Any]) -> str | None:
+        """None when a card a monitor kept (its signature checked) is no older than the state we took of
+        its origin; else why it is refused. No time window: it was made when its app joined, maybe long
+        ago; and no seen check: the same card comes again after its app moves (presence.md#cards)."""
+        seq = card.get("seq")
+        if type(card.get("ts")) is not int or type(seq) is not int or seq <= 0:
+            return "it has no ts and seq stamp"
+        return self._newest(origin, card)
+
+    def _newest(self, origin: str, message: dict[str, Any]) -> str | None:
         kind, seq = message.get("type"), int(message["seq"])
         line = (origin, "contracts" if kind == "contracts" else "state")
         taken = self._latest.get(line)

@@ -119,6 +119,9 @@ class InProcessPresence:
     async def drain(self) -> None:
         self.plane.drain(self.member)
 
+    async def update(self) -> None:
+        return None  # no cards here: peers hear route changes from the node's routes messages
+
     def call_soon(self, notice: dict[str, str]) -> None:
         asyncio.get_running_loop().call_soon(self.notify, notice)
 

@@ -81,6 +81,7 @@ class Dashboard:
         self._seen: dict[str, _Seen] = {}
         self._monitors: set[str] = set()
         self._missing: dict[str, float] = {}
+        self._cards: dict[str, object] = {}  # origin -> the signature of the card the route book took
         self._watcher: asyncio.Task[None] | None = None
         self._topics: dict[str, int] = {}
         self._topics_at = -TOPICS_TTL
@@ -133,6 +134,11 @@ class Dashboard:
         seen: dict[str, _Seen] = {}
         for origin, c in now.items():
             seen[origin] = _Seen(c.name, c.version, c.type, _topic_name(monitor, c.topic), c.monitor)
+            card = c.card
+            if self.routes is not None and card is not None and self._cards.get(origin) != card.get("sig"):
+                self._cards[origin] = card.get("sig")
+                contracts = monitor.state.bodies.get(c.contracts) if c.contracts else None
+                self.routes.take_card(origin, c.group, card, contracts)
         if not first:
             for origin, s in seen.items():
                 before = self._seen.get(origin)
@@ -143,6 +149,7 @@ class Dashboard:
             for origin, s in self._seen.items():
                 if origin not in seen:
                     self._event("leave", origin, s, f"left, {s.topic} released")
+                    self._cards.pop(origin, None)
                     if self.routes is not None:
                         self.routes.forget(origin)
         self._seen = seen

@@ -1,11 +1,11 @@
 """The routes each app offers, read (never written) from the closed user groups' control partitions.
 
-Apps announce themselves to their group on `service.monitor` partition 1..N: ``join`` carries the app's public
-routes, ``routes`` adds or removes some later, ``contracts`` says what they take and return, and the monitor's
-``leave`` ends it. The monitor does not take
-part in that exchange; this book only listens, so the dashboard can show what each app serves. An app that
-joined before this monitor started listening has unknown routes until it joins again (it does when it moves
-to another monitor).
+Apps with cards (docs/protocol/presence.md#cards) hand the monitors what they serve: the dashboard takes it
+from the cards the monitor keeps (`take_card`). Apps without cards announce themselves to their group on
+`service.monitor` partition 1..N: ``join`` carries the app's public routes, ``routes`` adds or removes some
+later, ``contracts`` says what they take and return, and the monitor's ``leave`` ends it. The monitor does
+not take part in that exchange; this book only listens. Such an app that joined before this monitor started
+listening has unknown routes until it joins again (it does when it moves to another monitor).
 """
 
 from __future__ import annotations
@@ -104,6 +104,22 @@ class RouteBook:
 
     def forget(self, origin: str) -> None:
         self.apps.pop(origin, None)
+
+    def take_card(self, origin: str, group: int, card: dict[str, Any], contracts: object) -> None:
+        """An app's card as the monitors keep it (docs/protocol/presence.md#cards): what its join says,
+        checked by the monitor that took it, so shown with a mesh key too."""
+        known = self.apps.get(origin)
+        before = set(known.routes) if known is not None else None
+        try:
+            self._apply(group, {**card, "type": "join", "origin": origin})
+            if contracts is not None:
+                self._apply(group, {"type": "contracts", "origin": origin, "contracts": contracts})
+        except FrameError as exc:
+            log.debug("Dashboard skipped the card of %s: %s", origin, exc)
+            return
+        now = self.apps[origin].routes
+        if before is not None and before != now and self.on_change is not None:
+            self.on_change(origin, sorted(now - before), sorted(before - now))
 
     # -- records ----------------------------------------------------------------------------------------
     def _on_record(self, group: int, record: bytes) -> None:

@@ -44,9 +44,15 @@ def change_extra(app: Node, method: str) -> None:
     assert httpx.request(method, f"{app.url}/routes/peer.extra", timeout=10).status_code == 200
 
 
-def test_captured_joins_route_changes_and_log_records_written_again_are_refused(mesh: Mesh) -> None:
+@pytest.mark.parametrize("cards", [True, False], ids=["cards", "joins"])
+def test_captured_joins_route_changes_and_log_records_written_again_are_refused(
+    mesh: Mesh, cards: bool
+) -> None:
+    """With cards (the default) the target's state rides in its card on the monitors' log; without, in its
+    join on the group partition. Either, written again, is refused, and so is the route change."""
     monitor = mesh.monitor(SECRETS)
-    caller, target = mesh.app(PEER_APP, SECRETS), mesh.app(PEER_APP, SECRETS)
+    settings = {**SECRETS, "presence.cards": str(cards).lower()}
+    caller, target = mesh.app(PEER_APP, settings), mesh.app(PEER_APP, settings)
     both = [caller.origin, target.origin]
     wait_until(lambda: serves(caller, "peer.echo", both), timeout=10, what="target at caller")
     change_extra(target, "PUT")
@@ -56,26 +62,31 @@ def test_captured_joins_route_changes_and_log_records_written_again_are_refused(
     change_extra(target, "PUT")
     wait_until(lambda: serves(caller, "peer.extra", [target.origin]), timeout=10, what="it back")
 
-    # what the target really wrote to group 1: its join and the change that took peer.extra away
+    # what the target really wrote: the change that took peer.extra away, and its join or its first card
     removal = captured(mesh, 1, type="routes", origin=target.origin, remove=["peer.extra"])
     join = captured(mesh, 1, type="join", origin=target.origin)
     claims = captured(mesh, 0, type="claim", origin=target.origin)
-    assert len(removal) == 1 and len(join) == 1 and claims, "the records to replay were not captured"
+    first_card = captured(mesh, 0, type="card", origin=target.origin)[:1]
+    assert len(removal) == 1 and claims, "the records to replay were not captured"
+    assert (len(join), len(first_card)) == ((0, 1) if cards else (1, 0)), "joins and cards mixed"
 
     publish_raw(mesh.broker, "service.monitor", 1, removal + join)
-    publish_raw(mesh.broker, "service.monitor", 0, claims)
+    publish_raw(mesh.broker, "service.monitor", 0, claims + first_card)
 
-    caller.wait_for_log(f"Refused a join control message for {target.origin} as a replay: its seq")
-    log = caller.log()
-    assert f"Refused a routes control message for {target.origin} as a replay: its seq" in log
+    if not cards:
+        caller.wait_for_log(f"Refused a join control message for {target.origin} as a replay: its seq")
+    caller.wait_for_log(f"Refused a routes control message for {target.origin} as a replay: its seq")
     monitor.wait_for_log("a 'claim' message refused as a replay: its seq")
+    if cards:
+        monitor.wait_for_log("a 'card' message refused as a replay: its seq")
     # the replayed removal did nothing: the route is still there and answers
     assert serves(caller, "peer.extra", [target.origin])
     assert "peer.extra" in routes_of(caller)
     answer = caller.get_json("/call/peer.extra")
     assert answer["status"] == 200 and answer["body"] == "extra", answer
-    # a newcomer never saw them, and still does not believe them: the target's answer to its join is newer
-    newcomer = mesh.app(PEER_APP, SECRETS)
+    # a newcomer never saw them, and still does not believe them: the target's card, or its answer to the
+    # newcomer's join, is newer
+    newcomer = mesh.app(PEER_APP, settings)
     wait_until(lambda: serves(newcomer, "peer.extra", [target.origin]), timeout=10, what="at the newcomer")
     publish_raw(mesh.broker, "service.monitor", 1, removal)
     newcomer.wait_for_log(f"Refused a routes control message for {target.origin} as a replay: its seq")
