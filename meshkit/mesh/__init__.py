@@ -17,7 +17,8 @@ from meshkit.mesh._frames import (
 )
 from meshkit.mesh._link import Link, LinkClosed, Socket
 from meshkit.mesh._loopback import Loopback
-from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, join_mesh, mesh_settings, parse_contracts
+from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, join_mesh, mesh_settings
+from meshkit.mesh._peers import parse_contracts
 from meshkit.mesh._presence import Member, OnNotice, OnReady, Presence, PresenceClient, PresenceFactory
 from meshkit.mesh._router import MeshRouter
 from meshkit.mesh._table import Peer, RoutingTable

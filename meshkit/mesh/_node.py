@@ -20,6 +20,7 @@ from meshkit.mesh._cards import FrameContracts, TakenCards, card_as_join, make_c
 from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
 from meshkit.mesh._outliers import OutlierDetector
+from meshkit.mesh._peers import PEER_MESSAGES, allow_map, allowed, parse_contracts, peer_of, routes_in
 from meshkit.mesh._presence import Member, PresenceClient, PresenceFactory
 from meshkit.mesh._router import MeshRouter
 from meshkit.mesh._table import Peer, RoutingTable
@@ -33,9 +34,8 @@ log = logging.getLogger("meshkit.mesh")
 
 HEALTH_ROUTE = "cloud.connector.health"
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
-PEER_MESSAGES = ("join", "peer", "routes", "contracts")  # what apps say to each other; the rest: monitors
+MAX_PHYSICAL_TOPICS = 9999
 CONTRACTS_LIMIT = 64 * 1024  # a contracts message's schemas, as JSON, at most; beyond, they go as "any"
-MAX_CONTRACTS = 2000  # routes in a peer's contracts message, at most
 
 
 def mesh_settings(config: AppConfig) -> tuple[TopicLayout, int, int]:
@@ -43,8 +43,13 @@ def mesh_settings(config: AppConfig) -> tuple[TopicLayout, int, int]:
     layout = TopicLayout(
         config.get_int("app.partitions.per.topic", 32), config.get_int("max.virtual.topics", 288)
     )
-    if not 1 <= layout.partitions_per_topic <= 1000 or not 1 <= layout.max_virtual_topics <= 9999:
-        raise ConfigError("app.partitions.per.topic must be 1..1000 and max.virtual.topics 1..9999")
+    if not 1 <= layout.partitions_per_topic <= 1000:
+        raise ConfigError("app.partitions.per.topic must be 1..1000")
+    most = MAX_PHYSICAL_TOPICS * layout.partitions_per_topic  # multiplex.NNNN: four digits
+    if not 1 <= layout.max_virtual_topics <= most:
+        raise ConfigError(
+            f"max.virtual.topics must be 1..{most} ({MAX_PHYSICAL_TOPICS} topics of app.partitions.per.topic)"
+        )
     groups = config.get_int("max.closed.user.groups", DEFAULT_MAX_GROUPS)
     group = config.get_int("closed.user.group", 1)
     if not 1 <= group <= groups:
@@ -205,7 +210,7 @@ class MeshNode:
             "idempotent": sorted(
                 spec.route for spec in p.functions() if spec.idempotent and not spec.private
             ),
-            "allow": _allow_map(p.functions()),  # routes that take calls only from some apps (access.md)
+            "allow": allow_map(p.functions()),  # routes that take calls only from some apps (access.md)
         }
 
     def _contracts(self) -> dict[str, Any]:
@@ -323,12 +328,12 @@ class MeshNode:
             stale = self.vouched.current(origin, notice["card"])
             known = self.table.peers.get(origin)
             if stale is not None and known is not None:  # its routes came since: only where it is is news
-                known.topic = self._peer(join).topic
+                known.topic = peer_of(self.layout, join).topic
                 self.cards.take(origin, notice["card"], join["topic"])
                 return
             if stale is not None:
                 raise FrameError(stale)
-            self.table.join(self._peer(join))
+            self.table.join(peer_of(self.layout, join))
             self.direct.learn(origin, join.get("direct"))
             self.cards.take(origin, notice["card"], join["topic"])
             contracts = bodies.named_by(join) if bodies is not None else None
@@ -394,7 +399,7 @@ class MeshNode:
             log.warning("Refused a %s control message for %s as a replay: %s", kind, origin, replayed)
             return
         if kind in ("join", "peer"):
-            peer = self._peer(message)
+            peer = peer_of(self.layout, message)
             self.table.join(peer)
             self.direct.learn(origin, message.get("direct"))
             if kind == "join" and self.transport.topic is not None:
@@ -404,10 +409,10 @@ class MeshNode:
         else:
             self.table.update(
                 origin,
-                add=set(_routes(message.get("add"))),
-                remove=set(_routes(message.get("remove"))),
-                idempotent=set(_routes(message.get("idempotent"))),
-                allow=_allowed(message.get("allow")),
+                add=set(routes_in(message.get("add"))),
+                remove=set(routes_in(message.get("remove"))),
+                idempotent=set(routes_in(message.get("idempotent"))),
+                allow=allowed(message.get("allow")),
             )
 
     async def _answer_join(self, peer: Peer) -> None:
@@ -417,26 +422,6 @@ class MeshNode:
             await self.transport.publish_control(
                 topic, partition, peer.origin, self.identity.sign_control(message)
             )
-
-    def _peer(self, message: dict[str, Any]) -> Peer:
-        fields = {k: message.get(k) for k in ("origin", "name", "version", "personality", "topic")}
-        if not all(isinstance(v, str) for v in fields.values()):
-            raise FrameError("join without origin, name, version, personality and topic")
-        try:
-            topic = self.layout.parse(str(fields["topic"]))
-        except ValueError as exc:
-            raise FrameError(str(exc)) from exc
-        return Peer(
-            str(fields["origin"]),
-            str(fields["name"]),
-            str(fields["version"]),
-            str(fields["personality"]),
-            topic,
-            set(_routes(message.get("routes"))),
-            batches=message.get("batches") is True,
-            idempotent=set(_routes(message.get("idempotent"))),
-            allow=_allowed(message.get("allow")),
-        )
 
     # -- cloud.connector.health ------------------------------------------------------------------------------
     async def _probe(self) -> None:
@@ -453,52 +438,6 @@ class MeshNode:
             raise AppError(503, "Not connected to a presence monitor")
         took = await self.transport.loopback()
         return f"Loopback test took {took:.0f} ms"
-
-
-def _allow_map(specs: list[FunctionSpec]) -> dict[str, list[str]]:
-    return {s.route: sorted(s.allow) for s in specs if s.allow is not None and not s.private}
-
-
-def _allowed(value: object) -> dict[str, list[str]]:
-    """A peer's `allow`: route -> the app names it takes calls from (access.md); FrameError otherwise."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise FrameError("allow must map routes to lists of app names")
-    return {route: _routes(names) for route, names in value.items()}
-
-
-def _routes(value: object) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
-        raise FrameError("routes must be a list of strings")
-    return value
-
-
-def parse_contracts(value: object) -> dict[str, dict[str, Any]]:
-    """A peer's contracts, checked: route -> {input, output: JSON Schema objects, instances, idempotent,
-    streaming}; anything else in it is a FrameError."""
-    if not isinstance(value, dict) or len(value) > MAX_CONTRACTS:
-        raise FrameError(f"contracts must be a map of at most {MAX_CONTRACTS} routes")
-    checked: dict[str, dict[str, Any]] = {}
-    for route, entry in value.items():
-        if not isinstance(route, str) or not isinstance(entry, dict):
-            raise FrameError("contracts must map route names to contracts")
-        schemas = (entry.get("input", {}), entry.get("output", {}))
-        instances = entry.get("instances")
-        if not all(isinstance(s, dict) for s in schemas) or type(instances) is not int:
-            raise FrameError(f"the contract of {route[:80]!r} needs input and output schemas and instances")
-        checked[route] = {
-            "input": schemas[0],
-            "output": schemas[1],
-            "instances": instances,
-            "idempotent": entry.get("idempotent") is True,
-            "streaming": entry.get("streaming") is True,
-            **({"allow": _routes(entry["allow"])} if entry.get("allow") is not None else {}),
-            **({"omitted": True} if entry.get("omitted") is True else {}),
-        }
-    return checked
 
 
 async def join_mesh(

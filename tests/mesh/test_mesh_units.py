@@ -10,8 +10,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from meshkit import EventEnvelope, FunctionRegistry
-from meshkit.mesh import Peer, RoutingTable, TopicLayout
+from meshkit import AppConfig, EventEnvelope, FunctionRegistry
+from meshkit.config import ConfigError
+from meshkit.mesh import Peer, RoutingTable, TopicLayout, mesh_settings
 from meshkit.mesh._frames import EVERYONE, FrameError, Reassembler, control_record, event_records, parse
 from meshkit.testing import TestMesh
 
@@ -186,3 +187,15 @@ async def test_requests_to_a_peer_that_leaves_fail_at_once() -> None:
         assert (reply.status, reply.body) == (503, left)
         assert caller.fail_requests_to(remote.origin, "again") == 0  # nothing left behind
         release.set()
+
+
+def test_the_mesh_takes_more_virtual_topics_than_mercurys_288_up_to_what_the_names_can_say() -> None:
+    def settings(**properties: str) -> TopicLayout:
+        return mesh_settings(AppConfig.load(argv=[], environ={}, overrides=properties))[0]
+
+    layout = settings(**{"max.virtual.topics": "5000"})
+    assert layout.virtual(4999).name == "multiplex.0157-007"  # 5000 / 32 partitions: 157 physical topics
+    assert layout.index_of("multiplex.0157-007") == 4999
+    assert settings(**{"app.partitions.per.topic": "1000", "max.virtual.topics": str(9999 * 1000)})
+    with pytest.raises(ConfigError, match=r"max.virtual.topics must be 1..319968 \(9999 topics"):
+        settings(**{"max.virtual.topics": str(9999 * 32 + 1)})
