@@ -12,16 +12,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def served(args: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+def served(
+    args: list[str], ready_url: str, stderr: IO[bytes] | int = subprocess.DEVNULL
+) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m ARGS...` for the block, once `ready_url` answers; then SIGINT (SIGKILL after 10 s)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
     )
     try:
         wait_http(ready_url, process)

@@ -11,6 +11,13 @@ storage stalls a partition past about 5,000 record batches (`python -m bench.bro
 development broker a caller is replaced by a fresh app (a fresh virtual topic) after `--retire-after`
 requests, and the killed instance alternates (a restarted one gets a never-used topic too): no partition
 grows past what Tansu holds. Against a real cluster (`--bootstrap`) one caller, never replaced, does.
+
+With `--partitions` (bench/soak_partitions.py; root, ip and nft, else exit 2) every process runs in a network
+namespace of its own, the callers in one process in the callers' namespace, and every `--partition-every`
+seconds one link fault is applied for `--partition-for` seconds and healed, in turn: an echo instance cut
+from the broker, an echo instance cut from its monitor, the broker's packets to the callers lost (one way),
+a monitor cut from the other (split brain). Kills go on between the faults. Its RSS figures are taken after
+a warm-up of `--warmup` requests (a quarter of the run by default, at most 25,000) and at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -35,6 +43,8 @@ from meshkit.mesh import join_mesh
 
 TIMEOUT = 5.0
 HUNG_GRACE = 5.0
+FAULTS = ("callee-broker", "callee-monitor", "broker-caller", "split-brain")  # bench/soak_net.py says what
+RETRY_REPLACE_AFTER = 5.0  # seconds before a slot whose fresh app failed to join tries again
 
 
 def _rss_mb(pid: int | None = None) -> float:
@@ -52,18 +62,31 @@ class CallerPool:
         self.offices: list[PostOffice] = []
         self.issued: list[int] = []
         self.replaced = 0
+        self.failed_replacements = 0
+        self._names = itertools.count()
         self._replacing: set[int] = set()
+        self._retry_at: dict[int, float] = {}
         self._platforms: list[Platform] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _new(self) -> PostOffice:
-        platform = Platform(self.config, name=f"soak-{len(self._platforms)}", functions=[])
+        platform = Platform(self.config, name=f"soak-{next(self._names)}", functions=[])
         self._platforms.append(platform)
-        await platform.start()
-        await join_mesh(platform, make_connector(self.config))
-        po = PostOffice(platform)
-        await _until(lambda: len(po.search("bench.echo")) >= 1, 30.0)
+        try:
+            await platform.start()
+            await join_mesh(platform, make_connector(self.config))
+            po = PostOffice(platform)
+            await _until(lambda: len(po.search("bench.echo")) >= 1, 30.0)
+        except BaseException:  # a half-joined app must not stay running (and hold memory) to the end
+            await self._drop(platform)
+            raise
         return po
+
+    async def _drop(self, platform: Platform) -> None:
+        with contextlib.suppress(Exception):
+            await platform.stop()
+        with contextlib.suppress(ValueError):
+            self._platforms.remove(platform)  # a stopped app kept in the list would read as caller growth
 
     async def start(self) -> None:
         for _ in range(self.count):
@@ -73,7 +96,12 @@ class CallerPool:
     def office(self, slot: int) -> PostOffice:
         """The app slot `slot` sends its next request from."""
         self.issued[slot] += 1
-        if self.retire_after and self.issued[slot] >= self.retire_after and slot not in self._replacing:
+        if (
+            self.retire_after
+            and self.issued[slot] >= self.retire_after
+            and slot not in self._replacing
+            and time.monotonic() >= self._retry_at.get(slot, 0.0)
+        ):
             self._replacing.add(slot)
             task = asyncio.create_task(self._replace(slot))
             self._tasks.add(task)
@@ -81,13 +109,19 @@ class CallerPool:
         return self.offices[slot]
 
     async def _replace(self, slot: int) -> None:
-        fresh = await self._new()
+        try:
+            fresh = await self._new()
+        except Exception:  # the mesh out of reach (a partition): the slot tries again in a while
+            self._replacing.discard(slot)
+            self._retry_at[slot] = time.monotonic() + RETRY_REPLACE_AFTER
+            self.failed_replacements += 1
+            return
         retired, self.offices[slot] = self.offices[slot], fresh
         self.issued[slot] = 0
         self._replacing.discard(slot)
         self.replaced += 1
         await asyncio.sleep(TIMEOUT + HUNG_GRACE)  # what it still awaits ends first
-        await retired.platform.stop()
+        await self._drop(retired.platform)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -233,9 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", help="a Kafka cluster to use instead of a fresh Tansu broker")
     parser.add_argument("--fetch-wait-ms", type=int, help="fetch.wait.max.ms for every process (default 2)")
     parser.add_argument("--json", action="store_true")
+    parted = parser.add_argument_group("partitions (bench/soak_partitions.py; root, ip and nft)")
+    parted.add_argument("--partitions", action="store_true", help="every process in a network namespace")
+    parted.add_argument("--partition-every", type=float, default=15.0, help="seconds between faults")
+    parted.add_argument("--partition-for", type=float, default=6.0, help="seconds a fault lasts")
+    parted.add_argument("--faults", default=",".join(FAULTS), help="which, in turn (comma-separated)")
+    parted.add_argument("--warmup", type=int, help="requests before the start RSS (default: a tenth)")
+    parted.add_argument("--rate", type=float, default=0.0, help="requests per second at most (0: unpaced)")
     args = parser.parse_args(argv)
     callers = args.callers or (1 if args.bootstrap else 8)
     retire_after = args.retire_after or (None if args.bootstrap else 2000)
+    if args.partitions:
+        return _partitions(args, callers, retire_after or 2000)
     result = asyncio.run(
         soak(
             args.requests,
@@ -249,6 +292,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0 if result["hung"] == 0 else 1
+
+
+def _partitions(args: argparse.Namespace, callers: int, retire_after: int) -> int:
+    from bench.soak_partitions import Unavailable, soak_partitions  # the namespaces' machinery only here
+
+    if args.bootstrap:
+        print(
+            "bench.soak: --partitions starts its own broker in a namespace; no --bootstrap", file=sys.stderr
+        )
+        return 2
+    faults = [f for f in args.faults.split(",") if f]
+    if not set(faults) <= set(FAULTS):
+        print(f"bench.soak: --faults takes {', '.join(FAULTS)}", file=sys.stderr)
+        return 2
+    try:
+        result = soak_partitions(
+            args.requests,
+            kill_every=args.kill_every,
+            partition_every=args.partition_every,
+            partition_for=args.partition_for,
+            faults=faults,
+            in_flight=args.in_flight,
+            callers=callers,
+            retire_after=retire_after,
+            warmup=args.warmup,
+            fetch_wait_ms=args.fetch_wait_ms,
+            rate=args.rate,
+        )
+    except Unavailable as exc:
+        print(f"bench.soak --partitions: network namespaces unavailable: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    answered = result["completed"] + result["errored"] + result["hung"]
+    return 0 if result["hung"] == 0 and result["rss_flat"] and answered == result["requests"] else 1
 
 
 if __name__ == "__main__":
