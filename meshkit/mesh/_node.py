@@ -122,6 +122,7 @@ class MeshNode:
         self.presence = presence(member, self._on_ready, self._on_notice)
         self._card_message: dict[str, Any] | None = None  # made once, until a public route changes
         self.cards = TakenCards()
+        self.carded = False  # the monitor we are connected to hands us our group's cards
         self._tasks: set[asyncio.Task[None]] = set()
         self._contracts_message: dict[str, Any] | None = None  # made once, until a public route changes
         self._recheck: asyncio.TimerHandle | None = None
@@ -168,6 +169,7 @@ class MeshNode:
     async def _on_ready(
         self, topic_name: str, monitor: str, members: object = None, cards: object = None
     ) -> None:
+        self.carded = isinstance(cards, dict)  # this monitor hands us the group's cards
         self._members(members)
         topic = self.layout.parse(topic_name)
         await self.connector.ensure_topic(topic.topic, self.layout.partitions_per_topic)
@@ -303,7 +305,7 @@ class MeshNode:
                 log.warning("Presence monitor vouched for %s with a bad key: %s", origin, exc)
                 return
             self._replay(self.vouched.vouch(origin, key))
-            if notice.get("card") is not None:
+            if notice.get("card") is not None and self.carded:  # without cards: its join tells us
                 self._take_card(origin, key, notice, bodies)
         elif kind == "gone":
             self._gone(origin, str(notice.get("reason") or "left"))
@@ -382,7 +384,9 @@ class MeshNode:
             raise FrameError(f"unknown control message {kind!r}")
         if not isinstance(origin, str) or not ORIGIN.fullmatch(origin):
             raise FrameError(f"a {kind} control message without a valid origin")
-        if origin == self.platform.origin or (kind == "join" and message.get("cards") is True):
+        if origin == self.platform.origin or (
+            kind == "join" and message.get("cards") is True and self.carded
+        ):
             return  # our own, or a join for apps without cards: the monitors hand us its card
         key = self.vouched.key(origin)
         if key is None:

@@ -22,7 +22,9 @@ CONTRACTS = {"hello.pojo": {"input": {"type": "object"}, "output": {}, "instance
 @pytest.fixture
 async def node() -> AsyncIterator[MeshNode]:
     async with TestMesh() as mesh:
-        yield mesh.node(await mesh.app("rest-example", []))
+        app = mesh.node(await mesh.app("rest-example", []))
+        app.carded = True  # as if connected to a monitor that hands it cards
+        yield app
 
 
 def member(identity: Identity, card: dict[str, Any], topic: str = TOPIC) -> dict[str, Any]:
@@ -112,5 +114,9 @@ async def test_an_app_skips_what_a_frame_says_of_itself_and_joins_written_for_ap
     node._on_notice({"type": "member", "origin": LAMBDA, "key": lambda_app.public_key})
     node._on_control(lambda_app.sign_control(join(LAMBDA, cards=True)))
     assert node.table.origins("hello.pojo") == []  # its card comes from the monitors
-    node._on_control(lambda_app.sign_control(join(LAMBDA)))
+    node.carded = False  # an app without cards takes it (and answers it), and takes no card
+    made = carded(lambda_app, routes=["hello.world"])
+    node._on_notice(frame(member(lambda_app, made["card"])))
+    assert node.table.origins("hello.world") == []
+    node._on_control(lambda_app.sign_control(join(LAMBDA, cards=True)))
     assert node.table.origins("hello.pojo") == [LAMBDA]
