@@ -38,6 +38,7 @@ from presence_server._sessions import Notice, Session, Sessions, frames
 from presence_server._state import ClaimResult, Connection, MeshState
 
 log = logging.getLogger("presence_server")
+INFO_TOPICS_WAIT = 2.0  # seconds /info waits for the broker's topic list (a cut broker never answers)
 SNAPSHOT_PART = 200  # connections per snapshot record: a record's size does not grow with the mesh
 
 
@@ -359,7 +360,8 @@ class PresenceMonitor:
 
     async def _tick(self) -> None:
         seen = {o: [s.seq, s.updated] for o, s in self.sessions.items()}
-        await self._publish({"type": "monitor", "id": self.id, "time": _now(), "seen": seen})
+        # not awaited: with the broker out of reach, keep-alives are still checked every round
+        self._spawn(self._publish({"type": "monitor", "id": self.id, "time": _now(), "seen": seen}))
         now = time.monotonic()
         for origin, session in list(self.sessions.items()):
             if now - session.last_seen > self.keepalive_timeout:
@@ -369,7 +371,9 @@ class PresenceMonitor:
                 with contextlib.suppress(Exception):
                     await session.websocket.close(4000, "keep-alive timeout")
         alive = sorted(m for m in self.state.monitors if self.state.alive(m, self.monitor_timeout))
-        if alive and alive[0] != self.id:
+        if not alive or alive[0] != self.id:
+            # not the leader; or not reading the log (not even our own heartbeat came back): cut off, we
+            # cannot tell who is gone, and leaves written now would reach the log at the heal
             return
         # the leader releases the apps of monitors that died and whose apps did not come back
         cutoff = self.monitor_timeout + self.orphan_grace
@@ -401,7 +405,13 @@ class PresenceMonitor:
         return {t: n for t, n in sorted(topics.items()) if t == MONITOR_TOPIC or t.startswith("multiplex.")}
 
     async def additional_info(self) -> dict[str, Any]:
-        return mesh_summary(self.state, self.layout, await self.mesh_topics())
+        """/info: the mesh as this monitor knows it; the broker's topic list only if it answers in time."""
+        try:
+            topics, warning = await asyncio.wait_for(self.mesh_topics(), INFO_TOPICS_WAIT), None
+        except (ConnectorError, TimeoutError) as exc:
+            topics, warning = {}, f"Topic list unavailable: {exc or type(exc).__name__}"
+        summary = mesh_summary(self.state, self.layout, topics)
+        return {**summary, "warning": warning} if warning else summary
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

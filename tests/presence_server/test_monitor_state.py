@@ -3,6 +3,9 @@ leaves and moves, snapshots, and the topic a monitor gives an app asking for one
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from meshkit import AppConfig, Platform
@@ -129,5 +132,58 @@ async def test_an_app_asking_for_a_topic_another_app_holds_is_given_another() ->
         assert await monitor._admit("20261125" + "a" * 32, hello) == 7  # free: granted
         assert await monitor._admit("20261125" + "b" * 32, hello) == 0  # held: the first never-used one
         assert monitor.state.holders == {7: "20261125" + "a" * 32, 0: "20261125" + "b" * 32}
+    finally:
+        await monitor.stop()
+
+
+async def test_a_monitor_that_does_not_read_its_own_heartbeats_back_releases_nobody() -> None:
+    """Cut off from the log, a monitor sees every other monitor go quiet; it must not take their apps for
+    orphans (its leaves would reach the log at the heal and drop live apps). Reading the log again, and
+    leading, it does release the apps of a monitor that is really gone."""
+    config = AppConfig.load(argv=[], environ={}, overrides={"monitor.heartbeat": "0.05"})
+    platform = Platform(config, name="presence-monitor", functions=[])
+    monitor = PresenceMonitor(platform, MemoryConnector(MemoryBroker()), TopicLayout(32, 288), groups=10)
+    await monitor.start()
+    written: list[dict[str, object]] = []
+
+    async def cut_off(message: dict[str, object]) -> None:
+        written.append(message)  # never reaches the log: the monitor reads nothing back
+
+    try:
+        monitor.state.claim({"topic": 1, "origin": "a", "monitor": "other", "info": INFO})
+        monitor.state.monitors.clear()  # nothing heard from anyone, itself included, for a long while
+        monitor._started -= 100
+        monitor._publish = cut_off  # type: ignore[method-assign]
+        await monitor._tick()
+        await asyncio.sleep(0)
+        assert [m["type"] for m in written] == ["monitor"], written  # its heartbeat only
+        monitor.state.heartbeat({"id": monitor.id})  # its own heartbeat came back: it reads the log
+        await monitor._tick()
+        await asyncio.sleep(0)
+        leaves = [m for m in written if m["type"] == "leave"]
+        assert [(m["origin"], m["owner"]) for m in leaves] == [("a", "other")]
+    finally:
+        await monitor.stop()
+
+
+async def test_info_answers_at_once_with_a_warning_while_the_broker_does_not_answer() -> None:
+    config = AppConfig.load(argv=[], environ={}, overrides={"monitor.heartbeat": "0.05"})
+    platform = Platform(config, name="presence-monitor", functions=[])
+    connector = MemoryConnector(MemoryBroker())
+    monitor = PresenceMonitor(platform, connector, TopicLayout(32, 288), groups=10)
+    await monitor.start()
+
+    async def silent() -> dict[str, int]:
+        await asyncio.sleep(3600)  # a broker cut off by the network: no answer, no error
+        return {}
+
+    try:
+        monitor.state.claim({"topic": 1, "origin": "a", "monitor": monitor.id, "info": INFO})
+        connector.list_topics = silent  # type: ignore[method-assign]
+        started = time.monotonic()
+        info = await monitor.additional_info()
+        assert time.monotonic() - started < 3
+        assert info["total"]["connections"] == 1 and info["topics"] == []
+        assert info["warning"].startswith("Topic list unavailable")
     finally:
         await monitor.stop()
