@@ -255,6 +255,21 @@ class Network:
         self._nft("delete", host, peer, check=False)
         self._nft("delete", peer, host, check=False)
 
+    def slow(self, host: Host, rate: str) -> None:
+        """Limit ``host``'s link to ``rate`` (tc's units, e.g. ``256kbit``) both ways, with a token bucket
+        (tbf: this kernel has no netem); what waits longer than 200 ms in its queue is dropped."""
+        for namespace, device in ((host.namespace, "eth0"), (self.hub, self._port(host))):
+            shape = ["tbf", "rate", rate, "burst", "16kb", "latency", "200ms"]
+            _inside(namespace, "tc", "qdisc", "replace", "dev", device, "root", *shape)
+
+    def unslow(self, host: Host) -> None:
+        for namespace, device in ((host.namespace, "eth0"), (self.hub, self._port(host))):
+            _inside(namespace, "tc", "qdisc", "del", "dev", device, "root", check=False)
+
+    def _port(self, host: Host) -> str:
+        index = int(ipaddress.ip_address(host.address)) - int(self.subnet.network_address)
+        return f"p{index}"  # the veth's end on the bridge, as host() named it
+
     def _nft(self, verb: str, source: Host, target: Host, *, check: bool = True) -> None:
         pair = f"{{ {source.address} . {target.address} }}"
         _inside(self.hub, "nft", verb, "element", "bridge", _TABLE, "cut", pair, check=check)
