@@ -16,9 +16,10 @@ from meshkit.connectors import Connector
 from meshkit.core import Address, AppError, FunctionSpec, Platform, contract
 from meshkit.mesh._admission import Admission
 from meshkit.mesh._callers import CallerProofs
-from meshkit.mesh._cards import FrameContracts, TakenCards, card_as_join, make_card
+from meshkit.mesh._cards import FrameContracts, make_card
 from meshkit.mesh._direct import DirectLinks, direct_address
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
+from meshkit.mesh._intake import CardIntake
 from meshkit.mesh._outliers import OutlierDetector
 from meshkit.mesh._peers import PEER_MESSAGES, allow_map, allowed, parse_contracts, peer_of, routes_in
 from meshkit.mesh._presence import Member, PresenceClient, PresenceFactory
@@ -121,7 +122,7 @@ class MeshNode:
         )
         self.presence = presence(member, self._on_ready, self._on_notice)
         self._card_message: dict[str, Any] | None = None  # made once, until a public route changes
-        self.cards = TakenCards()
+        self.cards = CardIntake(platform.origin, self.vouched, self.table, self.layout, self.direct)
         self.carded = False  # the monitor we are connected to hands us our group's cards
         self._tasks: set[asyncio.Task[None]] = set()
         self._contracts_message: dict[str, Any] | None = None  # made once, until a public route changes
@@ -306,43 +307,13 @@ class MeshNode:
                 return
             self._replay(self.vouched.vouch(origin, key))
             if notice.get("card") is not None and self.carded:  # without cards: its join tells us
-                self._take_card(origin, key, notice, bodies)
+                self.cards.take(origin, key, notice, bodies)
         elif kind == "gone":
             self._gone(origin, str(notice.get("reason") or "left"))
         elif kind == "draining":
             self.table.drain(origin)
         else:
             log.warning("Ignored a %r notice from the presence monitor", kind)
-
-    def _take_card(
-        self, origin: str, key: Any, notice: dict[str, Any], bodies: FrameContracts | None
-    ) -> None:
-        """A peer's card, handed on by a monitor: believed under the key vouched for it, as its join was."""
-        card, topic = notice.get("card"), notice.get("topic")
-        if origin == self.platform.origin or (
-            isinstance(card, dict) and isinstance(topic, str) and self.cards.seen(origin, card, topic)
-        ):
-            return
-        try:
-            join = card_as_join(card, origin, topic)  # `card` is a dict from here on
-            if not signed_by(key, notice["card"]):
-                raise FrameError("not signed by that app's key")
-            stale = self.vouched.current(origin, notice["card"])
-            known = self.table.peers.get(origin)
-            if stale is not None and known is not None:  # its routes came since: only where it is is news
-                known.topic = peer_of(self.layout, join).topic
-                self.cards.take(origin, notice["card"], join["topic"])
-                return
-            if stale is not None:
-                raise FrameError(stale)
-            self.table.join(peer_of(self.layout, join))
-            self.direct.learn(origin, join.get("direct"))
-            self.cards.take(origin, notice["card"], join["topic"])
-            contracts = bodies.named_by(join) if bodies is not None else None
-            if contracts is not None:
-                self.table.publish_contracts(origin, contracts)
-        except FrameError as exc:
-            log.warning("Refused the card of %s from the presence monitor: %s", origin, exc)
 
     def _replay(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
