@@ -93,7 +93,8 @@ def test_a_peer_whose_direct_address_refuses_is_used_over_the_broker_without_a_f
     # both advertise a port nothing listens on: whichever of the two dials, the dial is refused
     a = mesh.app(PEER_APP, {**DIRECT, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
     b = mesh.app(PEER_APP, {**DIRECT, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
-    wait_until(lambda: len(routes_of(a).get("peer.echo", {})) == 2, timeout=10)
+    for app in (a, b):  # each learns of the other from its card
+        wait_until(lambda app=app: len(routes_of(app).get("peer.echo", {})) == 2, timeout=10)
     outcomes = [call(a, f"peer.echo@{b.origin}", mark=n) for n in range(30)]
     outcomes += [call(b, f"peer.echo@{a.origin}", mark=n) for n in range(30)]
     assert [o["status"] for o in outcomes] == [200] * 60, outcomes
@@ -134,7 +135,8 @@ def test_a_mixed_mesh_one_direct_one_broker_only_works_both_ways(mesh: Mesh) -> 
     mesh.monitor()
     direct = mesh.app(PEER_APP, DIRECT)
     broker = mesh.app(PEER_APP, {"mesh.transport": "broker"})
-    wait_until(lambda: len(routes_of(direct).get("peer.echo", {})) == 2, timeout=10)
+    for app in (direct, broker):  # each learns of the other from its card
+        wait_until(lambda app=app: len(routes_of(app).get("peer.echo", {})) == 2, timeout=10)
     there = [call(direct, f"peer.echo@{broker.origin}", mark=n) for n in range(20)]
     back = [call(broker, f"peer.echo@{direct.origin}", mark=n) for n in range(20)]
     assert [o["status"] for o in there + back] == [200] * 40, there + back

@@ -85,7 +85,9 @@ def test_apps_with_a_client_certificate_join_the_monitor_over_wss_and_call_each_
     for app in apps:
         app.wait_for_log(f"Connected {tls.monitor.presence_url}/{app.origin}")
     assert set(connections_of(tls.monitor)) >= {app.origin for app in apps}
-    wait_until(lambda: len(routes_of(tls.plain).get("peer.echo", {})) == 3, timeout=10)
+    # each app learns of the others from their cards, each on its own way: wait for every one of them
+    for app in apps:
+        wait_until(lambda app=app: len(routes_of(app).get("peer.echo", {})) == 3, timeout=10)
     # the plain app takes the broker only: these cross Tansu
     there = [call(tls.plain, f"peer.echo@{tls.direct_a.origin}", n) for n in range(5)]
     back = [call(tls.direct_a, f"peer.echo@{tls.plain.origin}", n) for n in range(5)]
