@@ -1,10 +1,11 @@
 """Cards: what an app tells its closed user group about itself, kept for it by the presence monitors.
 
 An app's card is its join without the virtual topic (the monitors hand that out), with the digest of its
-contracts, signed by the app. It rides in the app's hello; the monitors keep each app's latest card, hand a
-newcomer the cards of its group right after `ready` and pass each new or changed card to the group. No
-member answers a join, so a join storm of N apps writes about N records, not N^2 (docs/protocol/presence.md,
-"Cards"). The monitors cannot forge a card: a receiver checks it under the key vouched for its origin.
+contracts, signed by the app. It goes to the app's monitor once the app listens; the monitors keep each
+app's latest card, hand a newcomer the cards of its group right after `ready` and pass each new or changed
+card to the group. No member answers a join, so a join storm of N apps writes about 2N records, not N^2
+(docs/protocol/presence.md, "Cards"). The monitors cannot forge a card: a receiver checks it under the key
+vouched for its origin.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def contracts_digest(contracts: object) -> str:
 
 
 def make_card(identity: Identity, me: dict[str, Any], contracts: dict[str, Any]) -> dict[str, Any]:
-    """What the hello carries: the signed card, and the contracts map its digest names."""
+    """What the `card` message carries: the signed card, and the contracts map its digest names."""
     fields = {k: v for k, v in me.items() if k != "topic"}
     card = identity.sign_control({"type": CARD, **fields, "contracts": contracts_digest(contracts)})
     return {"card": card, "contracts": contracts}

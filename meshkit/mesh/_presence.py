@@ -25,7 +25,7 @@ from meshkit.security import ClientTLS
 log = logging.getLogger("meshkit.mesh.presence")
 
 OnNotice = Callable[[dict[str, Any]], None]  # a peer vouched for ("member"), stopping ("draining"), gone
-Card = Callable[[], dict[str, Any]]  # this app's signed card and its contracts, as the hello carries them
+Card = Callable[[], dict[str, Any]]  # this app's signed card and its contracts, for its `card` message
 MAX_MESSAGE_BYTES = 4 << 20  # a monitor's frames of its group's cards are at most 512 KiB (presence.md)
 
 
