@@ -60,10 +60,7 @@ class VouchedKeys:
         """None when a card a monitor kept (its signature checked) is no older than the state we took of
         its origin; else why it is refused. No time window: it was made when its app joined, maybe long
         ago; and no seen check: the same card comes again after its app moves (presence.md#cards)."""
-        seq = card.get("seq")
-        if type(card.get("ts")) is not int or type(seq) is not int or seq <= 0:
-            return "it has no ts and seq stamp"
-        return self._newest(origin, card)
+        return ReplayGuard.unstamped(card) or self._newest(origin, card)
 
     def _newest(self, origin: str, message: dict[str, Any]) -> str | None:
         kind, seq = message.get("type"), int(message["seq"])

@@ -47,12 +47,21 @@ class ReplayGuard:
         self._senders: dict[str, _Seen] = {}
         self._checks = 0
 
-    def check(self, sender: str, message: dict[str, Any], *, windowed: bool = True) -> str | None:
-        """None, and the message counts as seen; or why it is refused. `windowed=False` skips the time
-        window, for a message handed on later by whoever kept it (the number still counts)."""
+    @staticmethod
+    def unstamped(message: dict[str, Any]) -> str | None:
+        """Why `message` carries no valid stamp (signing.md#what-a-receiver-refuses, rule 1), or None."""
         ts, seq = message.get("ts"), message.get("seq")
         if type(ts) is not int or type(seq) is not int or not 0 < seq <= MAX_SEQ:
             return "it has no ts and seq stamp"
+        return None
+
+    def check(self, sender: str, message: dict[str, Any], *, windowed: bool = True) -> str | None:
+        """None, and the message counts as seen; or why it is refused. `windowed=False` skips the time
+        window, for a message handed on later by whoever kept it (the number still counts)."""
+        unstamped = self.unstamped(message)
+        if unstamped is not None:
+            return unstamped
+        ts, seq = message["ts"], message["seq"]
         if windowed:
             age = self._clock() - ts / 1000
             if abs(age) > self.window:
