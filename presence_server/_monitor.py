@@ -262,6 +262,8 @@ class PresenceMonitor:
             replayed = self._replays.check(str(message.get("by")), message)
             if replayed is not None:
                 raise FrameError(f"a {message.get('type')!r} message refused as a replay: {replayed}")
+            if isinstance(message.get("by"), str):
+                self.state.heard_from(message["by"])
             self._apply(message)
         except Exception as exc:  # a record from the broker is input: skipped, never fatal
             log.warning(

@@ -211,6 +211,12 @@ class MeshState:
         if malformed:  # the good entries are kept; the record is still reported as bad
             raise ValueError(f"{malformed} malformed keep-alive entries in a heartbeat")
 
+    def heard_from(self, monitor: str) -> None:
+        """A record a monitor wrote shows it alive then, as a heartbeat does: a monitor that started beside
+        it may read its claims before any heartbeat of it (the first went out before it subscribed)."""
+        seen = self.monitors.get(monitor)
+        self.monitors[monitor] = (time.monotonic(), seen[1] if seen is not None else _now_iso())
+
     def monitor_gone(self, monitor: str, timeout: float) -> None:
         """A monitor said goodbye: dead from now on, but its apps get the usual grace to move elsewhere."""
         seen = self.monitors.get(monitor)

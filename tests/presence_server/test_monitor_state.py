@@ -11,6 +11,7 @@ import pytest
 from meshkit import AppConfig, Platform
 from meshkit.connectors.memory import MemoryBroker, MemoryConnector
 from meshkit.mesh import TopicLayout
+from presence_server._hello import Refused
 from presence_server._monitor import PresenceMonitor
 from presence_server._state import MeshState
 from tests.support.identities import PUBLIC_KEY
@@ -134,6 +135,45 @@ async def test_an_app_asking_for_a_topic_another_app_holds_is_given_another() ->
         assert monitor.state.holders == {7: "20261125" + "a" * 32, 0: "20261125" + "b" * 32}
     finally:
         await monitor.stop()
+
+
+async def test_a_claim_read_before_any_heartbeat_of_its_monitor_shows_that_monitor_alive() -> None:
+    """Seen in CI: two monitors started side by side, B subscribed after A's first heartbeat and read A's
+    claim of an app before A's next one; taking A for dead, B let an intruder with that origin take it over.
+    The claim itself shows A alive."""
+    broker = MemoryBroker()
+
+    def monitor(timeout: str) -> PresenceMonitor:
+        config = AppConfig.load(
+            argv=[], environ={}, overrides={"monitor.heartbeat": "0.05", "monitor.timeout": timeout}
+        )
+        platform = Platform(config, name="presence-monitor", functions=[])
+        return PresenceMonitor(platform, MemoryConnector(broker), TopicLayout(32, 288), groups=10)
+
+    a, b = monitor("3"), monitor("0.5")
+    await asyncio.gather(a.start(), b.start())
+    assert a._housekeeper is not None
+    a._housekeeper.cancel()  # A writes no heartbeat but the ones below
+    b.state.forget(a.id)  # B never read one
+    who = "20261203" + "c" * 32
+
+    async def a_stays_alive() -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            await a._publish({"type": "monitor", "id": a.id, "time": "2026-12-03T00:00:00.000Z"})
+
+    beating: asyncio.Task[None] | None = None
+    try:
+        assert await a._admit(who, dict(INFO, topic=None)) == 0
+        assert b.state.connections[who].monitor == a.id
+        beating = asyncio.create_task(a_stays_alive())
+        with pytest.raises(Refused, match=f"already connected via monitor {a.id}"):
+            await b._admit(who, dict(INFO, topic=None))
+        assert b.state.connections[who].monitor == a.id and a.state.connections[who].monitor == a.id
+    finally:
+        if beating is not None:
+            beating.cancel()
+        await asyncio.gather(a.stop(), b.stop())
 
 
 async def test_a_monitor_that_does_not_read_its_own_heartbeats_back_releases_nobody() -> None:
