@@ -115,7 +115,10 @@ def test_an_app_cut_from_its_monitor_but_not_the_broker(network: Network, netmes
         calls.wait_for(20)
         network.cut(a1.host, m1.host)
         cut_at, cut_clock = time.monotonic(), time.time()
-        wait_until(lambda: a1.origin not in monitor_view(m1).topics, timeout=20, what="m1 drops a1")
+        # a1 may be back through m2 a moment after m1's leave (m2 admits it once m1 released it)
+        wait_until(
+            lambda: monitor_view(m1).monitors.get(a1.origin) != m1.origin, timeout=20, what="m1 drops a1"
+        )
         dropped = time.monotonic() - cut_at
         wait_until(
             lambda: a1.origin not in routes_of(mesh.caller.node).get("mesh.once", {}),
