@@ -55,18 +55,16 @@ class ReplayGuard:
             return "it has no ts and seq stamp"
         return None
 
-    def check(self, sender: str, message: dict[str, Any], *, windowed: bool = True) -> str | None:
-        """None, and the message counts as seen; or why it is refused. `windowed=False` skips the time
-        window, for a message handed on later by whoever kept it (the number still counts)."""
+    def check(self, sender: str, message: dict[str, Any]) -> str | None:
+        """None, and the message counts as seen; or why it is refused."""
         unstamped = self.unstamped(message)
         if unstamped is not None:
             return unstamped
         ts, seq = message["ts"], message["seq"]
-        if windowed:
-            age = self._clock() - ts / 1000
-            if abs(age) > self.window:
-                when = "ago" if age > 0 else "ahead"
-                return f"it was stamped {abs(age):.0f} s {when}, outside the {self.window:g} s window"
+        age = self._clock() - ts / 1000
+        if abs(age) > self.window:
+            when = "ago" if age > 0 else "ahead"
+            return f"it was stamped {abs(age):.0f} s {when}, outside the {self.window:g} s window"
         now = self._clock()
         self._checks += 1
         if self._checks % 256 == 0:
