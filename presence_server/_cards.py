@@ -20,6 +20,7 @@ class CardTexts:
         self.state = state
         self.layout = layout
         self._members: dict[str, str] = {}  # origin -> its member notice
+        self._plain: dict[str, str] = {}  # origin -> its member notice without the card
         self._pairs: dict[str, str] = {}  # origin -> '"origin": "key"', for a ready's `members`
         self._bodies: dict[str, str] = {}  # digest -> the contracts map
 
@@ -34,9 +35,18 @@ class CardTexts:
             text = self._members[connection.origin] = json.dumps(notice)
         return text, connection.contracts
 
+    def plain_member(self, connection: Connection) -> Notice:
+        """The `member` notice for an app without cards: the key alone (it would ignore the card)."""
+        text = self._plain.get(connection.origin)
+        if text is None:
+            notice = {"type": "member", "origin": connection.origin, "key": connection.key}
+            text = self._plain[connection.origin] = json.dumps(notice)
+        return text, None
+
     def forget(self, origin: str) -> None:
         """The app's claim, card or leave changed what its notice says."""
         self._members.pop(origin, None)
+        self._plain.pop(origin, None)
         self._pairs.pop(origin, None)
 
     def body(self, digest: str) -> str | None:

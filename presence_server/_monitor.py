@@ -317,7 +317,10 @@ class PresenceMonitor:
         """Vouch for the app's key to our apps of its group, and hand them its card: they take it now."""
         if connection is not None:
             self.texts.forget(connection.origin)
-            self._notify(connection.group, connection.origin, self.texts.member(connection))
+            member, plain = self.texts.member(connection), self.texts.plain_member(connection)
+            self.sessions.notify(
+                connection.group, connection.origin, member, self._disconnect_slow_reader, plain
+            )
 
     def _left(self, connection: Connection | None, reason: str) -> None:
         if connection is None:

@@ -80,8 +80,16 @@ class Sessions(dict[str, Session]):
         self._batches: dict[int, list[Notice]] = {}
         self._flushed: dict[int, float] = {}  # group -> when its last round of frames was queued
 
-    def notify(self, group: int, about: str, notice: Notice, on_overflow: Callable[[Session], None]) -> None:
-        """Queue `notice` for every app of `group` here but the one it is about."""
+    def notify(
+        self,
+        group: int,
+        about: str,
+        notice: Notice,
+        on_overflow: Callable[[Session], None],
+        plain: Notice | None = None,
+    ) -> None:
+        """Queue `notice` for every app of `group` here but the one it is about (`plain` instead, if given,
+        for the apps without cards)."""
         batched = False
         for origin, session in list(self.items()):
             if session.group != group:
@@ -89,7 +97,7 @@ class Sessions(dict[str, Session]):
             if session.cards:
                 batched = True
             elif origin != about:
-                self._put(origin, session, notice, on_overflow)
+                self._put(origin, session, plain or notice, on_overflow)
         if not batched:
             return
         batch = self._batches.get(group)

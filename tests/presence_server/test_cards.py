@@ -213,3 +213,23 @@ async def test_a_moving_app_is_admitted_as_soon_as_its_old_monitor_has_released_
         assert time.monotonic() - started < 2.0
     finally:
         await monitor.stop()
+
+
+async def test_an_app_without_cards_is_told_of_a_new_card_by_the_key_alone() -> None:
+    """It would ignore the card: the monitor does not send it the bytes (the card and its topic)."""
+    config = AppConfig.load(argv=[], environ={}, overrides={"monitor.heartbeat": "0.05"})
+    platform = Platform(config, name="presence-monitor", functions=[])
+    monitor = PresenceMonitor(platform, MemoryConnector(MemoryBroker()), TopicLayout(32, 288), groups=10)
+    with_cards, without = FakeSocket(), FakeSocket()
+    monitor.sessions[origin(7)] = Session(with_cards, time.monotonic(), group=1, cards=True)  # type: ignore[arg-type]
+    monitor.sessions[origin(8)] = Session(without, time.monotonic(), group=1, cards=False)  # type: ignore[arg-type]
+    one = Identity()
+    who = claimed(monitor.state, 1, one)
+    card = card_of(one, who)
+    monitor._apply({"type": "card", "origin": who, "monitor": "m1", "card": card, "contracts": CONTRACTS})
+    await asyncio.sleep(NOTICE_INTERVAL + 0.05)
+    plain = json.loads(monitor.sessions[origin(8)].notices.get_nowait()[0])
+    assert plain == {"type": "member", "origin": who, "key": one.public_key}
+    framed = json.loads(monitor.sessions[origin(7)].notices.get_nowait()[0])
+    [member] = framed["notices"]
+    assert member["card"] == card and member["topic"] == "multiplex.0001-001"
