@@ -164,8 +164,8 @@ async def test_a_claim_read_before_any_heartbeat_of_its_monitor_shows_that_monit
 
     beating: asyncio.Task[None] | None = None
     try:
-        assert await a._admit(who, dict(INFO, topic=None)) == 0
-        assert b.state.connections[who].monitor == a.id
+        topic = await a._admit(who, dict(INFO, topic=None))  # the lowest of A's lane among the two
+        assert b.state.connections[who].monitor == a.id and b.state.holders[topic] == who
         beating = asyncio.create_task(a_stays_alive())
         with pytest.raises(Refused, match=f"already connected via monitor {a.id}"):
             await b._admit(who, dict(INFO, topic=None))
