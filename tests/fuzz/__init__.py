@@ -3,8 +3,8 @@
 The targets: the envelope decoder, an app's Kafka record handler (``EventTransport.receive``), the control
 messages of the mesh (``MeshNode._on_control``, the monitor's ``service.monitor`` partition 0 and its
 websocket keep-alives), ``POST /api/event`` on a real server, the presence websocket of a real monitor, the
-SSE parser and frame decoder of event streams (``meshkit.http._sse``), and meshkit's stream reader fed any
-body by a real server (``PostOffice.stream(..., endpoint=...)``).
+SSE parser and frame decoder of event streams (``meshkit.http._sse``), meshkit's stream reader fed any
+body by a real server (``PostOffice.stream(..., endpoint=...)``), and the direct path's framed TCP reader.
 
 How many inputs: ``MESHKIT_FUZZ_EXAMPLES`` per target (default 200, what ``make test`` runs); ``make fuzz``
 raises it (25,000 per target, well over 100,000 in all) and prints what each target actually ran. Without

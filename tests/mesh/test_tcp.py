@@ -1,0 +1,198 @@
+"""Framed TCP, the direct path's carrier (meshkit/mesh/_tcp.py), over real loopback connections: messages
+of every size cross whole and in order, frames cut anywhere are put back together, a frame larger than the
+link takes ends it (1009), a silent peer is dropped after twice the keepalive, and a close says why."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from meshkit.mesh import LinkClosed
+from meshkit.mesh._tcp import FramedSocket, dial, listen, split_address
+
+MAX = 4 * 1024 * 1024  # the largest message these links take
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[FramedSocket, FramedSocket]]:
+    accepted: asyncio.Queue[FramedSocket] = asyncio.Queue()
+    done = asyncio.Event()
+
+    async def serve(socket: FramedSocket) -> None:
+        accepted.put_nowait(socket)
+        await done.wait()
+
+    server = await listen("127.0.0.1", 0, ssl=None, max_size=MAX, keepalive=0, serve=serve)
+    port = server.sockets[0].getsockname()[1]
+    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0)
+    far = await asyncio.wait_for(accepted.get(), 5)
+    yield client, far
+    done.set()
+    await client.close(1000, "done")
+    await far.close(1000, "done")
+    server.close()
+    await server.wait_closed()
+    await asyncio.sleep(0.05)
+
+
+async def test_messages_of_every_size_cross_whole_and_in_order(
+    pair: tuple[FramedSocket, FramedSocket],
+) -> None:
+    client, server = pair
+    sizes = [0, 1, 200, 64 * 1024 - 5, 64 * 1024 - 4, 64 * 1024, 200 * 1024, 3 * 1024 * 1024, 17]
+    messages = [os.urandom(size) for size in sizes]
+    for message in messages:
+        await client.send(message)
+    assert [bytes(await server.recv()) for _ in messages] == messages
+    await server.send(b"back")
+    assert await client.recv() == b"back"
+
+
+async def test_a_close_says_why_at_the_other_end(pair: tuple[FramedSocket, FramedSocket]) -> None:
+    client, server = pair
+    await client.send(b"last")
+    await client.close(4403, "not admitted")
+    assert await server.recv() == b"last"  # what was sent before the close still arrives
+    with pytest.raises(LinkClosed, match=r"closed \(4403 not admitted\)"):
+        await server.recv()
+    with pytest.raises(LinkClosed):
+        await client.send(b"after")
+
+
+async def shut(client: FramedSocket, writer: asyncio.StreamWriter, server: asyncio.Server) -> None:
+    await client.close(1000, "done")
+    writer.close()
+    server.close()
+    await server.wait_closed()
+    await asyncio.sleep(0.05)  # the transports' own closing callbacks
+
+
+async def raw_listener(
+    handle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+) -> tuple[asyncio.Server, int]:
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handle.put_nowait((reader, writer))
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_frames_cut_at_every_byte_are_put_back_together() -> None:
+    peers: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    server, port = await raw_listener(peers)
+    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0)
+    _, writer = await peers.get()
+    messages = [b"a" * 3, os.urandom(70_000), b"", b"z" * 100]
+    stream = b"".join(len(m).to_bytes(4, "big") + m for m in messages)
+    for at in range(0, 40):  # a byte at a time through the first headers, then in odd pieces
+        writer.write(stream[at : at + 1])
+        await writer.drain()
+        await asyncio.sleep(0)
+    for at in range(40, len(stream), 4093):
+        writer.write(stream[at : at + 4093])
+        await writer.drain()
+    assert [bytes(await client.recv()) for _ in messages] == messages
+    await shut(client, writer, server)
+
+
+async def test_a_frame_larger_than_the_link_takes_ends_it_with_1009() -> None:
+    peers: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    server, port = await raw_listener(peers)
+    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=1024, keepalive=0)
+    reader, writer = await peers.get()
+    writer.write((1025).to_bytes(4, "big") + b"x" * 10)
+    await writer.drain()
+    with pytest.raises(LinkClosed, match="1009"):
+        await client.recv()
+    header = await asyncio.wait_for(reader.readexactly(4), 5)  # it told the peer why, then closed
+    close = await reader.readexactly(int.from_bytes(header, "big") & 0x7FFF_FFFF)
+    assert close[:3] == b"\x03" + (1009).to_bytes(2, "big")
+    assert await reader.read() == b""
+    await shut(client, writer, server)
+
+
+async def test_a_peer_that_goes_silent_is_dropped_after_twice_the_keepalive() -> None:
+    peers: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    server, port = await raw_listener(peers)
+    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0.2)
+    reader, writer = await peers.get()
+    ping = await asyncio.wait_for(reader.readexactly(5), 2)  # it pings the quiet peer
+    assert ping == (0x8000_0001).to_bytes(4, "big") + b"\x01"
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(LinkClosed, match="no frame from the peer"):
+        await asyncio.wait_for(client.recv(), 5)
+    waited = asyncio.get_running_loop().time() - started
+    assert 0.1 < waited < 2.0, waited
+    await shut(client, writer, server)
+
+
+async def test_a_peer_that_answers_pings_keeps_its_link() -> None:
+    done = asyncio.Event()
+    accepted: list[FramedSocket] = []
+
+    async def serve(socket: FramedSocket) -> None:
+        accepted.append(socket)
+        await done.wait()
+
+    server = await listen("127.0.0.1", 0, ssl=None, max_size=MAX, keepalive=0.1, serve=serve)
+    port = server.sockets[0].getsockname()[1]
+    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0.1)
+    await asyncio.sleep(0.8)  # eight keepalives, nothing but pings and pongs
+    assert client.closed is None and accepted[0].closed is None
+    await client.send(b"still here")
+    assert await accepted[0].recv() == b"still here"
+    done.set()
+    await client.close(1000, "done")
+    server.close()
+
+
+async def test_a_sender_waits_while_the_peer_does_not_read() -> None:
+    peers: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    server, port = await raw_listener(peers)
+    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0)
+    reader, writer = await peers.get()
+    chunk = b"x" * (1024 * 1024)
+    sending = asyncio.gather(*(client.send(chunk) for _ in range(64)))
+    await asyncio.sleep(0.3)
+    assert not sending.done()  # 64 MB does not fit the socket's buffers: the sends wait
+    received = 0
+    while received < 64 * (len(chunk) + 4):
+        received += len(await reader.read(1 << 20))
+    await asyncio.wait_for(sending, 5)
+    await shut(client, writer, server)
+
+
+async def test_a_reader_that_falls_behind_stops_reading_until_it_catches_up(
+    pair: tuple[FramedSocket, FramedSocket],
+) -> None:
+    client, server = pair
+    chunk = os.urandom(1024 * 1024)
+    sending = asyncio.gather(*(client.send(chunk) for _ in range(48)))
+    await asyncio.sleep(0.5)
+    # 16 MB waiting at the reader: it stopped reading, the socket buffers filled, the sender waits
+    assert server._reading_paused and not sending.done()
+    assert 16 * 1024 * 1024 <= server._backlog_bytes < 48 * len(chunk)
+    received = [await server.recv() for _ in range(48)]
+    await asyncio.wait_for(sending, 5)
+    assert all(message == chunk for message in received)
+    assert not server._reading_paused and server._backlog_bytes == 0
+
+
+def test_an_address_is_tcp_or_tls_host_port() -> None:
+    assert split_address("tcp://10.0.0.7:9000") == ("tcp", "10.0.0.7", 9000)
+    assert split_address("tls://[::1]:8443") == ("tls", "::1", 8443)
+    for wrong in ("ws://a:1", "tcp://a", "a:1", "tcp://:80"):
+        with pytest.raises(ValueError, match="not a tcp:// or tls://"):
+            split_address(wrong)
+
+
+async def test_a_refused_dial_raises_for_the_caller_to_fall_back() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(OSError):
+        await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0)
