@@ -1,8 +1,9 @@
 """Mesh PostOffice.request over the direct path (`mesh.transport=direct`) against the HTTP floor, at 200 B,
 10 KB and 200 KB (`python -m bench --only direct`).
 
-The echo app runs in its own process, the caller in this one, both on the direct path, on a fresh broker
-with a monitor (the broker still carries the joins); measured once their link is up. The floor is the
+The echo app runs in its own process, the caller in this one, both on the direct path with its default
+carrier (framed TCP), on a fresh broker with a monitor (the broker still carries the joins); measured once
+their link is up. The floor is the
 HTTP floor of bench.event_http (aiohttp posting to one uvicorn worker) with the same payload. Then, from
 outside, the REST example's `/api/pojo/mesh/1` with both examples on the direct path against its
 `/api/pojo/http/1`.
@@ -38,9 +39,8 @@ async def direct_mesh(bootstrap: str | None = None) -> AsyncIterator[PostOffice]
             _process("presence_server.main:app", monitor_port, common),
             _process("bench.echo_app:app", free_port(), direct),
         ):
-            # the caller serves no HTTP: nothing listens where the echo app would dial it, so it dials
-            unreachable = {"mesh.direct.address": f"127.0.0.1:{free_port()}"}
-            config = AppConfig.load(argv=[], environ={}, overrides={**direct, **unreachable})
+            # the caller serves no HTTP; it takes framed TCP links on a free port, as the echo app does
+            config = AppConfig.load(argv=[], environ={}, overrides=direct)
             platform = Platform(config, name="bench-caller", functions=[])
             await platform.start()
             try:

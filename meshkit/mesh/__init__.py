@@ -3,10 +3,11 @@ over a connector; with the pieces of the protocol (docs/protocol/) a control pla
 monitor speaks. It knows connectors only by their protocol, never Kafka or Hazelcast by name.
 """
 
+from meshkit.mesh._address import PATH as DIRECT_PATH
+from meshkit.mesh._address import direct_address, direct_listener
 from meshkit.mesh._callers import CallerProofs, NotProven
 from meshkit.mesh._cards import CARD, contracts_digest
-from meshkit.mesh._direct import PATH as DIRECT_PATH
-from meshkit.mesh._direct import DirectLinks, direct_address
+from meshkit.mesh._direct import DirectLinks
 from meshkit.mesh._frames import (
     DEFAULT_SEGMENT_SIZE,
     EVERYONE,
@@ -60,6 +61,7 @@ __all__ = [
     "contracts_digest",
     "control_record",
     "direct_address",
+    "direct_listener",
     "join_mesh",
     "mesh_settings",
     "parse",

@@ -1,5 +1,5 @@
-"""The direct path (`mesh.transport=direct`): one admitted websocket between two peers, to the address one
-said in its join; the broker carries the rest (docs/protocol/direct.md).
+"""The direct path (`mesh.transport=direct`): one admitted connection between two peers (framed TCP, or a
+websocket), to the address one said in its join; the broker carries the rest (docs/protocol/direct.md).
 
 Both peers dial, the higher origin a little later: one link a pair, and should the lower origin be unable
 to reach the other, the other reaches it. When both dial at once, the lower origin's connection wins (it
@@ -13,65 +13,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import logging
-import socket as sockets
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from meshkit.config import AppConfig, ConfigError
 from meshkit.mesh._admission import READY, Admission, Refused, refusal, unpack
 from meshkit.mesh._link import Link, LinkClosed, Socket
-from meshkit.security import ClientTLS, MeshKeys, serves_tls
+from meshkit.mesh._tcp import FramedSocket, dial, listen
+from meshkit.security import ClientTLS, MeshKeys
 
 log = logging.getLogger("meshkit.mesh.direct")
 
-PATH = "/api/mesh/direct"
 REFUSED = 4403  # the close code of a connection refused admission
 FIRST_RETRY, LAST_RETRY = 0.5, 30.0  # seconds between dials to a peer that cannot be reached
 HIGHER_WAITS = 1.0  # seconds the higher origin leaves the lower to dial first
 LOWER_WINS = "the lower origin's own connection is open or opening"
+SCHEMES = ("ws://", "wss://", "tcp://", "tls://")  # what a peer's join may say it is reached at
+OPENING = "meshkit-direct"  # the type of a framed connection's first message, which presents the mesh key
 
 #: a link ended: (the peer, the cids of our requests it carried, why)
 LinkLost = Callable[[str, set[str], str], None]
-
-
-def direct_address(config: AppConfig) -> str | None:
-    """The URL peers reach this app's direct path at; None with `mesh.transport=broker` (the default).
-
-    `mesh.direct.address` (host:port, or a ws:// or wss:// URL), by default the address the app serves on
-    (`server.host`, `server.port`: `meshkit run` sets both), with this host's own address for 0.0.0.0. A
-    host:port is wss:// when the app serves TLS (`server.ssl.certfile`), else ws://.
-    """
-    transport = (config.get("mesh.transport", "broker") or "broker").strip().lower()
-    if transport not in ("broker", "direct"):
-        raise ConfigError(f"mesh.transport must be broker or direct, not {transport!r}")
-    if transport == "broker":
-        return None
-    address = (config.get("mesh.direct.address") or "").strip()
-    if not address:
-        host = (config.get("server.host") or "127.0.0.1").strip()
-        if host in ("0.0.0.0", "::", ""):  # every interface: peers need one of them
-            host = sockets.gethostbyname(sockets.gethostname())
-        address = f"{host}:{config.get_int('server.port', 8080)}"
-    for http, ws in (("http://", "ws://"), ("https://", "wss://")):
-        if address.startswith(http):
-            address = ws + address[len(http) :]
-    if not address.startswith(("ws://", "wss://")):
-        host, _, port = address.rpartition(":")
-        with contextlib.suppress(ValueError):
-            if ipaddress.ip_address(host.strip("[]")).version == 6 and not host.startswith("["):
-                host = f"[{host}]"
-        if not host or not port.isdigit():
-            raise ConfigError(f"mesh.direct.address must be host:port or a ws:// URL, not {address!r}")
-        address = f"{'wss' if serves_tls(config) else 'ws'}://{host}:{port}"
-    if "/" not in address.partition("://")[2]:
-        address += PATH
-    return address
 
 
 class ClientSocket:
@@ -121,12 +88,18 @@ class DirectLinks:
         connect_timeout: float = 3.0,
         keepalive: float = 5.0,
         tls: ClientTLS | None = None,
+        listener: tuple[str, int] | None = None,
+        server_tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`listener`: (host, port) to take framed TCP links on, with `server_tls` (server.ssl.*)."""
         self.admission = admission
         self.tls = tls or ClientTLS()  # for wss:// peers: the CA to trust, this app's certificate (tls.*)
         self.origin = admission.origin
         self.keys = keys
         self.address = address  # where peers reach us; None: this app takes the broker only
+        self.listener = listener
+        self._server_tls = server_tls
+        self._server: asyncio.Server | None = None
         self._deliver = deliver
         self._on_lost = on_lost
         self.inbox = inbox
@@ -146,6 +119,52 @@ class DirectLinks:
     @property
     def enabled(self) -> bool:
         return self.address is not None
+
+    @property
+    def max_message(self) -> int:
+        return 2 * 1024 * 1024 + self.max_event_bytes // 8
+
+    async def start(self) -> None:
+        """Take framed TCP links, if this app's address is framed TCP: before the join says where."""
+        if self.listener is None or self.address is None:
+            return
+        host, port = self.listener
+        self._server = await listen(
+            host,
+            port,
+            ssl=self._server_tls,
+            max_size=self.max_message,
+            keepalive=self.keepalive,
+            serve=self._accept_framed,
+        )
+        bound = self._server.sockets[0].getsockname()[1]
+        if self.address.endswith(":0"):
+            self.address = f"{self.address[:-2]}:{bound}"
+        log.info("Taking direct connections on %s:%d (framed TCP), reached at %s", host, bound, self.address)
+
+    async def _accept_framed(self, socket: FramedSocket) -> None:
+        """An incoming framed connection: its first message presents the mesh key, then it is a link's."""
+        remote = socket.remote
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                opening = msgpack.unpackb(await socket.recv())
+            if not isinstance(opening, dict) or opening.get("type") != OPENING:
+                raise ValueError("not a meshkit direct connection")
+        except (LinkClosed, TimeoutError) as exc:
+            why = str(exc) or f"nothing within {self.connect_timeout:g} s"
+            log.warning("A direct connection from %s ended before it said who it is: %s", remote, why)
+            await socket.close(REFUSED, "no opening")
+            return
+        except Exception as exc:  # garbage: not one of ours
+            log.warning("Refused a direct connection from %s: %s", remote, exc)
+            await socket.close(REFUSED, "not a meshkit direct connection")
+            return
+        key = opening.get("key")
+        if not self.keys.accepts(key if isinstance(key, str) else None):
+            log.warning("Refused a direct connection from %s: missing or wrong mesh key", remote)
+            await socket.close(REFUSED, "missing or wrong mesh key")
+            return
+        await self.accept(socket, remote)
 
     def link(self, origin: str) -> Link | None:
         link = self.links.get(origin)
@@ -167,7 +186,7 @@ class DirectLinks:
         """A peer's join said where it takes direct connections (or nothing: it takes the broker only)."""
         if self.closing:
             return
-        if not isinstance(address, str) or not address.startswith(("ws://", "wss://")):
+        if not isinstance(address, str) or not address.startswith(SCHEMES):
             self.addresses.pop(origin, None)
             return
         self.addresses[origin] = address
@@ -216,7 +235,7 @@ class DirectLinks:
     async def _open(self, origin: str, address: str) -> Socket | None:
         """A connection to `origin` admitted both ways, or None (why: logged, and in `failures`)."""
         try:
-            ws = await asyncio.wait_for(self._connect(address), self.connect_timeout)
+            socket = await asyncio.wait_for(self._connect(address), self.connect_timeout)
         except Exception as exc:  # refused, unreachable, silent, not admitted: the broker it is
             tls = self.tls.describe_failure(exc, address)
             reason = f"TLS handshake failed: {tls}" if tls else str(exc) or type(exc).__name__
@@ -226,11 +245,11 @@ class DirectLinks:
             log.log(level, "No direct connection to %s at %s (%s): using the broker", origin, address, reason)
             self.failures[origin] = reason
             return None
-        socket = ClientSocket(ws)
         try:
             await self._handshake_as_caller(origin, socket)
         except (Refused, LinkClosed, TimeoutError) as exc:
-            reason = str(exc) or "no handshake in time"
+            # a port that takes the connection and never answers: said as for one that never connects
+            reason = str(exc) or f"no answer within {self.connect_timeout:g} s"
             level = logging.INFO if LOWER_WINS in reason else logging.WARNING
             log.log(level, "Direct connection to %s at %s not admitted: %s", origin, address, reason)
             self.failures[origin] = reason
@@ -238,18 +257,28 @@ class DirectLinks:
             return None
         return socket
 
-    async def _connect(self, address: str) -> ClientConnection:
-        return await connect(
+    async def _connect(self, address: str) -> Socket:
+        if address.startswith(("tcp://", "tls://")):
+            framed = await dial(
+                address,
+                ssl=self.tls.context if address.startswith("tls://") else None,
+                max_size=self.max_message,
+                keepalive=self.keepalive,
+            )
+            await framed.send(msgpack.packb({"type": OPENING, "key": self.keys.own}))
+            return framed
+        ws = await connect(
             address,
             ssl=self.tls.for_url(address),
             additional_headers=self.keys.headers(),
             open_timeout=None,  # the caller's wait_for bounds it
             ping_interval=self.keepalive,  # finds a peer that hangs with its socket open
             ping_timeout=2 * self.keepalive,
-            max_size=2 * 1024 * 1024 + self.max_event_bytes // 8,
+            max_size=self.max_message,
             compression=None,
             proxy=None,
         )
+        return ClientSocket(ws)
 
     async def _handshake_as_caller(self, callee: str, socket: Socket) -> None:
         async with asyncio.timeout(self.connect_timeout):
@@ -328,6 +357,8 @@ class DirectLinks:
 
     async def close(self) -> None:
         self.closing = True
+        if self._server is not None:
+            self._server.close()
         for task in list(self._dialing.values()):
             task.cancel()
         links = list(self.links.values())

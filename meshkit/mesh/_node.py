@@ -14,10 +14,11 @@ from typing import Any
 from meshkit.config import AppConfig, ConfigError
 from meshkit.connectors import Connector
 from meshkit.core import Address, AppError, FunctionSpec, Platform, contract
+from meshkit.mesh._address import direct_address, direct_listener
 from meshkit.mesh._admission import Admission
 from meshkit.mesh._callers import CallerProofs
 from meshkit.mesh._cards import FrameContracts, make_card
-from meshkit.mesh._direct import DirectLinks, direct_address
+from meshkit.mesh._direct import DirectLinks
 from meshkit.mesh._frames import DEFAULT_SEGMENT_SIZE, EVERYONE, FrameError
 from meshkit.mesh._intake import CardIntake
 from meshkit.mesh._outliers import OutlierDetector
@@ -29,7 +30,7 @@ from meshkit.mesh._topics import DEFAULT_MAX_GROUPS, MONITOR_TOPIC, TopicLayout
 from meshkit.mesh._transport import EventTransport
 from meshkit.mesh._vouched import ORIGIN, VouchedKeys
 from meshkit.mesh._watchdog import ConnectorWatchdog
-from meshkit.security import ClientTLS, Identity, MeshKeys, public_key, signed_by
+from meshkit.security import ClientTLS, Identity, MeshKeys, public_key, server_context, signed_by
 
 log = logging.getLogger("meshkit.mesh")
 
@@ -94,6 +95,8 @@ class MeshNode:
             connect_timeout=config.get_float("mesh.direct.connect.timeout", 3.0),
             keepalive=config.get_float("mesh.direct.keepalive", 5.0),
             tls=tls,
+            listener=(listener := direct_listener(config)),
+            server_tls=server_context(config) if listener is not None else None,
         )
         self.router = MeshRouter(
             self.table, self.transport, platform, OutlierDetector.from_config(config), self.direct
@@ -146,6 +149,7 @@ class MeshNode:
         self.platform.on_drain(self.drain)
         if not self.platform.has_local(HEALTH_ROUTE):
             self.platform.register(HEALTH_ROUTE, self._health, private=True)
+        await self.direct.start()  # the join says where it listens
         await self.presence.start(self.platform.config.get_float("presence.wait", 10.0))
         self.watchdog.start()
 

@@ -3,7 +3,7 @@
 from meshkit.security._identity import PUBLIC_KEY_CHARS, SIGNATURE, Identity, public_key, signed_by
 from meshkit.security._keys import CALLER_HEADER, KEY_HEADER, MeshKeys
 from meshkit.security._replay import ReplayGuard, Stamp
-from meshkit.security._tls import ClientTLS, server_tls, serves_tls, tls_failure
+from meshkit.security._tls import ClientTLS, server_context, server_tls, serves_tls, tls_failure
 
 __all__ = [
     "CALLER_HEADER",
@@ -16,6 +16,7 @@ __all__ = [
     "ReplayGuard",
     "Stamp",
     "public_key",
+    "server_context",
     "server_tls",
     "serves_tls",
     "signed_by",

@@ -199,3 +199,19 @@ def server_tls(config: AppConfig) -> dict[str, Any]:
 def serves_tls(config: AppConfig) -> bool:
     """True when `meshkit run` serves this app over HTTPS/WSS (`server.ssl.certfile` is set)."""
     return bool((config.get("server.ssl.certfile") or "").strip())
+
+
+def server_context(config: AppConfig) -> ssl.SSLContext | None:
+    """The server side's SSL context from `server.ssl.*` (as uvicorn loads it), or None without TLS: for
+    what this app serves besides HTTP (the direct path's framed TCP)."""
+    settings = server_tls(config)
+    if not settings:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(
+        settings["ssl_certfile"], settings["ssl_keyfile"], settings["ssl_keyfile_password"]
+    )
+    context.verify_mode = settings["ssl_cert_reqs"]
+    if settings["ssl_ca_certs"]:
+        context.load_verify_locations(settings["ssl_ca_certs"])
+    return context

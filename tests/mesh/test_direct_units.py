@@ -15,7 +15,7 @@ from meshkit.config import ConfigError
 from meshkit.core import envelope_from_map
 from meshkit.http._direct import DIRECT_PATH
 from meshkit.mesh import DIRECT_PATH as MESH_DIRECT_PATH
-from meshkit.mesh import Link, LinkClosed, direct_address
+from meshkit.mesh import Link, LinkClosed, direct_address, direct_listener
 from meshkit.mesh._admission import READY, Admission, Refused, pack
 from meshkit.mesh._frames import parse
 from meshkit.mesh._link import DIRECT_SEGMENT_SIZE
@@ -32,29 +32,46 @@ def config(**values: str) -> AppConfig:
 # -- the address ---------------------------------------------------------------------------------------------
 
 
-def test_the_broker_is_the_default_and_direct_advertises_where_the_app_serves() -> None:
+def test_the_broker_is_the_default_and_direct_listens_on_framed_tcp_where_the_app_serves() -> None:
     assert direct_address(config()) is None
     assert direct_address(config(mesh_transport="broker")) is None
+    assert direct_listener(config()) is None
     served = config(mesh_transport="direct", server_host="127.0.0.1", server_port="8085")
-    assert direct_address(served) == "ws://127.0.0.1:8085/api/mesh/direct"
-    anywhere = direct_address(config(mesh_transport="DIRECT", server_host="0.0.0.0", server_port="80"))
-    assert anywhere == f"ws://{socket.gethostbyname(socket.gethostname())}:80/api/mesh/direct"
-    assert DIRECT_PATH == MESH_DIRECT_PATH  # the endpoint serves where the mesh says peers dial
+    assert direct_address(served) == "tcp://127.0.0.1:0"  # :0 until the listener has its port
+    assert direct_listener(served) == ("127.0.0.1", 0)
+    anywhere = config(mesh_transport="DIRECT", server_host="0.0.0.0", mesh_direct_port="9001")
+    assert direct_address(anywhere) == f"tcp://{socket.gethostbyname(socket.gethostname())}:9001"
+    assert direct_listener(anywhere) == ("0.0.0.0", 9001)
+    assert DIRECT_PATH == MESH_DIRECT_PATH  # the websocket endpoint serves where the mesh says peers dial
 
 
 @pytest.mark.parametrize(
     ("setting", "advertised"),
     [
-        ("10.0.0.7:9000", "ws://10.0.0.7:9000/api/mesh/direct"),
-        ("my-app.default.svc:8080", "ws://my-app.default.svc:8080/api/mesh/direct"),
-        ("::1:8080", "ws://[::1]:8080/api/mesh/direct"),
+        ("10.0.0.7:9000", "tcp://10.0.0.7:9000"),
+        ("my-app.default.svc:8081", "tcp://my-app.default.svc:8081"),
+        ("::1:8081", "tcp://[::1]:8081"),
+        ("tls://pod:8443", "tls://pod:8443"),
         ("http://pod:8080", "ws://pod:8080/api/mesh/direct"),
         ("https://pod:8443", "wss://pod:8443/api/mesh/direct"),
+        ("ws://pod:8080", "ws://pod:8080/api/mesh/direct"),
         ("wss://gateway:443/mesh/a", "wss://gateway:443/mesh/a"),
     ],
 )
-def test_mesh_direct_address_is_host_port_or_a_url(setting: str, advertised: str) -> None:
+def test_mesh_direct_address_is_host_port_a_framed_url_or_a_websocket_url(
+    setting: str, advertised: str
+) -> None:
     assert direct_address(config(mesh_transport="direct", mesh_direct_address=setting)) == advertised
+
+
+def test_an_app_serving_tls_takes_framed_tls_and_listens_on_its_address_port_unless_told() -> None:
+    values = {"mesh_transport": "direct", "mesh_direct_address": "pod.ns.svc:8443", "server_host": "0.0.0.0"}
+    tls = config(**values, server_ssl_certfile="/etc/tls/tls.crt")
+    assert direct_address(tls) == "tls://pod.ns.svc:8443"
+    assert direct_listener(tls) == ("0.0.0.0", 8443)
+    behind_nat = config(**values, mesh_direct_port="7000", mesh_direct_host="10.1.2.3")
+    assert direct_listener(behind_nat) == ("10.1.2.3", 7000)  # the address is the NAT's, not ours
+    assert direct_listener(config(mesh_transport="direct", mesh_direct_address="ws://pod:8080")) is None
 
 
 @pytest.mark.parametrize(
@@ -63,10 +80,12 @@ def test_mesh_direct_address_is_host_port_or_a_url(setting: str, advertised: str
         {"mesh_transport": "kafka"},
         {"mesh_transport": "direct", "mesh_direct_address": "no-port"},
         {"mesh_transport": "direct", "mesh_direct_address": "host:http"},
+        {"mesh_transport": "direct", "mesh_direct_address": "udp://host:9000"},
+        {"mesh_transport": "direct", "mesh_direct_port": "70000"},
     ],
 )
 def test_a_bad_transport_or_address_is_refused_at_start(values: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match=r"mesh\.(transport|direct\.address)"):
+    with pytest.raises(ConfigError, match=r"mesh\.(transport|direct\.address|direct\.port)"):
         direct_address(config(**values))
 
 

@@ -1,5 +1,6 @@
 """The direct path (`mesh.transport=direct`) with real processes on a real broker: peers linked over one
-admitted websocket, and every way that link can fail falling back to the broker.
+admitted connection (framed TCP, the default, or the websocket on the HTTP port), and every way that link
+can fail falling back to the broker.
 
 The network faults are real: a TCP relay (tests.support.tcp_proxy) between the peers that the test resets,
 a port that refuses, and a port that takes connections and never answers.
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.kafka
 
 PEER_APP = "tests.apps.mesh_peer:app"
 DIRECT = {"mesh.transport": "direct"}
+ELSEWHERE = {**DIRECT, "mesh.direct.port": "0"}  # listens on a free port, not the address it advertises
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ def test_requests_and_replies_travel_the_direct_link_not_the_broker(mesh: Mesh) 
     wait_until(lambda: lam.origin in routes_of(rest).get("hello.pojo", {}), timeout=10)
     linked(rest, lam)
     info = nodes_of(rest)[lam.origin]
-    assert info["direct_address"] == f"ws://127.0.0.1:{lam.port}/api/mesh/direct"
+    assert re.fullmatch(r"tcp://127\.0\.0\.1:\d+", info["direct_address"]), info  # the port it was given
     assert metric(rest, "meshkit_direct_links") == 1 and metric(lam, "meshkit_direct_links") == 1
     broker_before = sample(rest, "meshkit_connector_records_total", "sent")
     direct_before = sample(rest, "meshkit_direct_records_total", "sent")
@@ -91,8 +93,8 @@ def test_a_peer_whose_direct_address_refuses_is_used_over_the_broker_without_a_f
 ) -> None:
     mesh.monitor()
     # both advertise a port nothing listens on: whichever of the two dials, the dial is refused
-    a = mesh.app(PEER_APP, {**DIRECT, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
-    b = mesh.app(PEER_APP, {**DIRECT, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
+    a = mesh.app(PEER_APP, {**ELSEWHERE, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
+    b = mesh.app(PEER_APP, {**ELSEWHERE, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
     for app in (a, b):  # each learns of the other from its card
         wait_until(lambda app=app: len(routes_of(app).get("peer.echo", {})) == 2, timeout=10)
     outcomes = [call(a, f"peer.echo@{b.origin}", mark=n) for n in range(30)]
@@ -106,7 +108,7 @@ def test_a_peer_whose_direct_address_refuses_is_used_over_the_broker_without_a_f
 
 def test_when_only_one_peer_can_be_reached_the_other_dials_it_whichever_origin_is_lower(mesh: Mesh) -> None:
     mesh.monitor()
-    hidden = mesh.app(PEER_APP, {**DIRECT, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
+    hidden = mesh.app(PEER_APP, {**ELSEWHERE, "mesh.direct.address": f"127.0.0.1:{closed_port()}"})
     reachable = mesh.app(PEER_APP, DIRECT)
     linked(hidden, reachable)
     assert call(reachable, f"peer.echo@{hidden.origin}")["status"] == 200
@@ -116,7 +118,7 @@ def test_when_only_one_peer_can_be_reached_the_other_dials_it_whichever_origin_i
 def test_a_direct_address_that_never_answers_costs_no_request(mesh: Mesh) -> None:
     mesh.monitor()
     with SilentPort() as silent_a, SilentPort() as silent_b:
-        quick = {**DIRECT, "mesh.direct.connect.timeout": "1"}
+        quick = {**ELSEWHERE, "mesh.direct.connect.timeout": "1"}
         a = mesh.app(PEER_APP, {**quick, "mesh.direct.address": f"127.0.0.1:{silent_a.port}"})
         b = mesh.app(PEER_APP, {**quick, "mesh.direct.address": f"127.0.0.1:{silent_b.port}"})
         wait_until(lambda: len(routes_of(a).get("peer.echo", {})) == 2, timeout=10)
@@ -144,7 +146,7 @@ def test_a_mixed_mesh_one_direct_one_broker_only_works_both_ways(mesh: Mesh) -> 
     assert {o["body"]["origin"] for o in back} == {direct.origin}
     assert path_to(direct, broker) == path_to(broker, direct) == "broker"
     assert "direct_address" not in nodes_of(direct)[broker.origin]
-    assert nodes_of(broker)[direct.origin]["direct_address"].endswith(f":{direct.port}/api/mesh/direct")
+    assert nodes_of(broker)[direct.origin]["direct_address"].startswith("tcp://127.0.0.1:")
     assert metric(direct, "meshkit_direct_links") == 0
 
 
@@ -152,7 +154,8 @@ def relayed(mesh: Mesh, app: str) -> tuple[Node, TcpProxy]:
     """An app whose direct address is a relay in front of it: the test can break its links."""
     port = free_port()
     proxy = TcpProxy(port).start()
-    return mesh.app(app, {**DIRECT, "mesh.direct.address": f"127.0.0.1:{proxy.port}"}, port=port), proxy
+    relay = {"mesh.direct.address": f"127.0.0.1:{proxy.port}", "mesh.direct.port": str(port)}
+    return mesh.app(app, {**DIRECT, **relay}), proxy
 
 
 def test_a_link_broken_under_load_sends_safe_requests_again_over_the_broker_and_fails_the_rest_fast(
@@ -276,3 +279,85 @@ def test_the_mesh_key_rotation_keeps_the_direct_path_working(mesh: Mesh) -> None
     newcomer = mesh.app(PEER_APP, {**DIRECT, "mesh.api.key": "new-key"})
     linked(newcomer, rest)
     assert call(newcomer, f"hello.world@{rest.origin}")["status"] == 200
+
+
+async def framed_exchange(port: int, messages: list[bytes], *, header: bytes | None = None) -> list[bytes]:
+    """Speak framed TCP to an app's direct listener as a stranger would: send `messages` (or a bare
+    `header`), answer a challenge with a forged proof, and return the payloads of the frames it sent back
+    until it closed (a close frame's payload starts with its kind, 3)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for message in messages:
+            writer.write(len(message).to_bytes(4, "big") + message)
+        if header is not None:
+            writer.write(header)
+        received: list[bytes] = []
+        while True:
+            try:
+                length = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 10), "big")
+            except asyncio.IncompleteReadError:
+                return received
+            payload = await reader.readexactly(length & 0x7FFF_FFFF)
+            received.append(payload)
+            if not length & 0x8000_0000 and msgpack.unpackb(payload).get("type") == "challenge":
+                proof = msgpack.packb({"type": "proof", "sig": "A" * 88})
+                writer.write(len(proof).to_bytes(4, "big") + proof)
+    finally:
+        writer.close()
+
+
+def closed_with(frames: list[bytes]) -> tuple[int, str]:
+    assert frames and frames[-1][:1] == b"\x03", frames
+    return int.from_bytes(frames[-1][1:3], "big"), frames[-1][3:].decode()
+
+
+async def test_a_stranger_on_the_framed_listener_is_refused_and_logged(mesh: Mesh) -> None:
+    key = {"mesh.api.key": "the-mesh-key"}
+    mesh.monitor(key)
+    lam = mesh.app(LAMBDA_APP, {**DIRECT, **key})
+    rest = mesh.app(REST_APP, {**DIRECT, **key})
+    linked(rest, lam)
+    port = int(nodes_of(rest)[lam.origin]["direct_address"].rpartition(":")[2])
+
+    def opening(presented: str | None) -> bytes:
+        return msgpack.packb({"type": "meshkit-direct", "key": presented})
+
+    for presented in (None, "guess"):  # no mesh key, a wrong one: refused before any handshake
+        assert closed_with(await framed_exchange(port, [opening(presented)])) == (
+            4403,
+            "missing or wrong mesh key",
+        )
+    lam.wait_for_log("Refused a direct connection from 127.0.0.1")
+    assert "missing or wrong mesh key" in lam.log()
+    for garbage in (b"\xc1 not msgpack", msgpack.packb([1, 2])):
+        assert closed_with(await framed_exchange(port, [garbage])) == (
+            4403,
+            "not a meshkit direct connection",
+        )
+    # a frame announcing more than a link takes: closed as a websocket would (1009), nothing allocated
+    assert closed_with(await framed_exchange(port, [], header=(1 << 30).to_bytes(4, "big")))[0] == 1009
+    # the mesh key, REST's origin, but not REST's private key
+    hello = msgpack.packb({"type": "hello", "origin": rest.origin, "to": lam.origin, "nonce": "ab" * 16})
+    frames = await framed_exchange(port, [opening("the-mesh-key"), hello])
+    refused = msgpack.unpackb(frames[-2])
+    assert refused["type"] == "refused" and "not signed by the key vouched for" in refused["message"]
+    assert closed_with(frames)[0] == 4403
+    lam.wait_for_log(f"claiming {rest.origin}: the proof is not signed by the key vouched for")
+    # the real link was untouched, and serves
+    assert path_to(rest, lam) == "direct"
+    assert rest.get("/api/pojo/mesh/7").json()["id"] == 7
+
+
+def test_the_websocket_carrier_links_peers_that_advertise_it(mesh: Mesh) -> None:
+    """`mesh.direct.address` as a ws:// URL: the link is the websocket on the app's HTTP port (one port in a
+    pod), here on one side only: the other side's framed address is dialed or the websocket is."""
+    mesh.monitor()
+    port = free_port()
+    on_http = mesh.app(PEER_APP, {**DIRECT, "mesh.direct.address": f"ws://127.0.0.1:{port}"}, port=port)
+    framed = mesh.app(PEER_APP, DIRECT)
+    linked(on_http, framed)
+    assert nodes_of(framed)[on_http.origin]["direct_address"] == f"ws://127.0.0.1:{port}/api/mesh/direct"
+    outcomes = [call(on_http, f"peer.echo@{framed.origin}", mark=n) for n in range(10)]
+    outcomes += [call(framed, f"peer.echo@{on_http.origin}", mark=n) for n in range(10)]
+    assert [o["status"] for o in outcomes] == [200] * 20, outcomes
+    assert path_to(on_http, framed) == path_to(framed, on_http) == "direct"

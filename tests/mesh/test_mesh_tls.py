@@ -1,6 +1,6 @@
 """The mesh over TLS with real processes on a real broker: a presence monitor over wss:// that requires client
 certificates (mutual TLS), apps that join it with theirs and call each other, apps that cannot and say why,
-and the direct path over wss:// between two apps serving HTTPS that require certificates too.
+and the direct path over framed TLS between two apps serving HTTPS that require certificates too.
 
 One monitor and three apps are shared by the module (tests/support/pki.py makes the certificates):
 ``direct_a`` and ``direct_b`` serve HTTPS with client auth required and take the direct path; ``plain``
@@ -9,6 +9,7 @@ serves plain HTTP and takes the broker only; all three present the client certif
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ def test_apps_the_monitor_or_they_cannot_trust_are_refused_and_log_why(tls: TlsM
             list(pool.map(lambda app: app.process.stop(), apps))
 
 
-def test_the_direct_path_runs_over_wss_with_mutual_tls(tls: TlsMesh) -> None:
+def test_the_direct_path_runs_over_framed_tls_with_mutual_tls(tls: TlsMesh) -> None:
     a, b = tls.direct_a, tls.direct_b
     wait_until(
         lambda: path_to(a, b) == "direct" and path_to(b, a) == "direct",
@@ -143,8 +144,8 @@ def test_the_direct_path_runs_over_wss_with_mutual_tls(tls: TlsMesh) -> None:
         what="a direct link between the two apps serving TLS",
         describe=lambda: f"{nodes_of(a)}\n{a.log()[-1500:]}\n{b.log()[-1500:]}",
     )
-    assert nodes_of(a)[b.origin]["direct_address"] == f"wss://127.0.0.1:{b.port}/api/mesh/direct"
-    assert nodes_of(b)[a.origin]["direct_address"] == f"wss://127.0.0.1:{a.port}/api/mesh/direct"
+    assert re.fullmatch(r"tls://127\.0\.0\.1:\d+", nodes_of(a)[b.origin]["direct_address"])
+    assert re.fullmatch(r"tls://127\.0\.0\.1:\d+", nodes_of(b)[a.origin]["direct_address"])
     outcomes = [call(a, f"peer.echo@{b.origin}", n) for n in range(10)]
     outcomes += [call(b, f"peer.echo@{a.origin}", n) for n in range(10)]
     assert [o["status"] for o in outcomes] == [200] * 20, outcomes

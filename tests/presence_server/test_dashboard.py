@@ -306,7 +306,7 @@ def test_the_dashboard_shows_apps_join_and_leave_in_a_headless_browser(
                 and web
                 and lam["name"] == "lambda-example"
                 and {"hello.world", "hello.pojo"} <= set(lam["routes"])
-                and lam["path"] == f"direct ws://127.0.0.1:{lambda_example.port}/api/mesh/direct"
+                and re.fullmatch(r"direct tcp://127\.0\.0\.1:\d+", lam["path"]) is not None
                 and web["name"] == "rest-example"
                 and "hello.world" in web["routes"]
                 and web["path"] == "broker"

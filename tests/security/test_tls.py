@@ -90,15 +90,17 @@ def test_the_environment_names_the_files_too(pki: Pki) -> None:
     assert tls.for_url("ws://127.0.0.1:1/ws/presence") is None and tls.for_url("http://x/api/event") is None
 
 
-def test_an_app_serving_tls_advertises_a_wss_direct_address() -> None:
+def test_an_app_serving_tls_advertises_a_tls_direct_address() -> None:
     base = {"mesh.transport": "direct", "server.host": "127.0.0.1", "server.port": "8443"}
-    plain = AppConfig.load(argv=[], environ={}, overrides=base)
-    assert direct_address(plain) == "ws://127.0.0.1:8443/api/mesh/direct"
+    plain = AppConfig.load(argv=[], environ={}, overrides={**base, "mesh.direct.port": "9443"})
+    assert direct_address(plain) == "tcp://127.0.0.1:9443"
     secure = plain.with_overrides({"server.ssl.certfile": "/etc/meshkit/tls.crt"})
-    assert direct_address(secure) == "wss://127.0.0.1:8443/api/mesh/direct"
+    assert direct_address(secure) == "tls://127.0.0.1:9443"
     assert direct_address(secure.with_overrides({"mesh.direct.address": "10.0.0.7:9000"})) == (
-        "wss://10.0.0.7:9000/api/mesh/direct"
+        "tls://10.0.0.7:9000"
     )
+    websocket = secure.with_overrides({"mesh.direct.address": "https://10.0.0.7:8443"})
+    assert direct_address(websocket) == "wss://10.0.0.7:8443/api/mesh/direct"
 
 
 def test_meshkit_run_refuses_to_start_without_its_certificate(tmp_path: Path) -> None:
@@ -165,7 +167,9 @@ async def test_a_direct_dial_to_a_peer_its_ca_did_not_sign_fails_over_to_the_bro
         ),
         (pki.ca, "server rejected WebSocket connection: HTTP 403"),  # TLS passes: that app takes no links
     )
-    for ca, failure in refusals:
+    framed = f"tls://127.0.0.1:{https_server.port}"  # the same certificate, on framed TCP
+    not_signed = refusals[0]
+    for ca, failure, address in [*((ca, f, address) for ca, f in refusals), (*not_signed, framed)]:
         links = DirectLinks(
             Admission("20261202" + "a" * 32, Identity(), VouchedKeys()),
             MeshKeys(config()),
