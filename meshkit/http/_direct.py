@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from meshkit.core import Buffer
 from meshkit.security import KEY_HEADER
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ class ServerSocket:
             await self.websocket.send_bytes(message)
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             raise LinkClosed(f"connection lost ({type(exc).__name__})") from None
+
+    async def send_pieces(self, pieces: tuple[bytes, Buffer]) -> None:
+        await self.send(b"".join(pieces))  # one websocket message: joined (framed TCP writes them apart)
 
     async def recv(self) -> bytes:
         from meshkit.mesh import LinkClosed

@@ -23,6 +23,7 @@ import msgpack
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from meshkit.core import Buffer
 from meshkit.mesh._admission import READY, Admission, Refused, refusal, unpack
 from meshkit.mesh._link import Link, LinkClosed, Socket
 from meshkit.mesh._tcp import FramedSocket, dial, listen
@@ -52,6 +53,9 @@ class ClientSocket:
             await self.ws.send(message)
         except websockets.ConnectionClosed as exc:
             raise LinkClosed(_why(exc)) from None
+
+    async def send_pieces(self, pieces: tuple[bytes, Buffer]) -> None:
+        await self.send(b"".join(pieces))  # one websocket message: joined (framed TCP writes them apart)
 
     async def recv(self) -> bytes:
         try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from meshkit.core import Buffer, EventEnvelope, bin_header, envelope_to_map, pack
+from meshkit.core import Buffer, EventEnvelope, bin_header, encode_split, envelope_to_map, pack
 
 RECIPIENT = "origin"  # the wire key that names a record's recipient (docs/protocol/records.md)
 EVERYONE = "*"
@@ -37,6 +37,19 @@ def event_record(recipient: str, event: EventEnvelope, reply: str | None = None)
     `reply` is the sender's virtual topic: the recipient can answer before it has heard the sender's join.
     """
     return pack({"type": "event", RECIPIENT: recipient, "reply": reply, "event": envelope_to_map(event)})
+
+
+def event_record_pieces(
+    recipient: str, event: EventEnvelope, reply: str | None = None
+) -> tuple[bytes, Buffer]:
+    """The record event_record makes, as (its head, the body's own bytes) whose concatenation it is, for a
+    bytes body: a link writes both beside each other, and the body is never copied into a record."""
+    split = encode_split(event)
+    if split is None or not isinstance(event.body, bytes | bytearray):
+        raise ValueError("pieces are for an event with a bytes body")
+    head, body = split
+    record = pack({"type": "event", RECIPIENT: recipient, "reply": reply})
+    return b"\x84" + record[1:] + b"\xa5event" + head, body  # a fixmap of 3 made one of 4: "event" last
 
 
 def event_records(
@@ -95,7 +108,7 @@ def control_record(recipient: str, message: dict[str, Any]) -> bytes:
     return msgpack.packb({"type": "control", RECIPIENT: recipient, "payload": message})  # type: ignore[no-any-return]
 
 
-def parse(record: bytes) -> dict[str, Any]:
+def parse(record: bytes | bytearray) -> dict[str, Any]:
     """The record's map. A segment's payload is a view of the record: cutting it out would copy it."""
     frame = _segment(record) if record[:1] == b"\x87" else None
     if frame is not None:
@@ -113,7 +126,7 @@ def parse(record: bytes) -> dict[str, Any]:
     return frame
 
 
-def _segment(record: bytes) -> dict[str, Any] | None:
+def _segment(record: bytes | bytearray) -> dict[str, Any] | None:
     """A map of 7 whose last key is "payload" with a bin value ending the record, as segment_records writes
     it; None for anything else (parse then unpacks it whole).
 
@@ -125,7 +138,7 @@ def _segment(record: bytes) -> dict[str, Any] | None:
     if at < 0:
         return None
     start = at + 8
-    marker = record[start : start + 1]
+    marker = bytes(record[start : start + 1])  # a record read off a link may be a bytearray
     width = _BIN_WIDTHS.get(marker)
     if width is None:
         return None

@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from meshkit.core import AppError, CodecError, EventEnvelope, encode, encode_split, stamp
-from meshkit.mesh._frames import batch_record, event_record, event_records, segment_records
+from meshkit.core import AppError, Buffer, CodecError, EventEnvelope, encode, encode_split, stamp
+from meshkit.mesh._frames import (
+    batch_record,
+    event_record,
+    event_record_pieces,
+    event_records,
+    segment_records,
+)
 
 log = logging.getLogger("meshkit.mesh.direct")
 
 DIRECT_SEGMENT_SIZE = 1024 * 1024  # an event larger than this crosses a link in segments of this size
 BATCH_LIMIT = 256 * 1024  # records of one loop turn go as one message up to this many bytes
+PIECES_FROM = 64 * 1024  # a bytes body this large goes beside its record's head, not copied into it
+Record = (
+    bytes | tuple[bytes, Buffer]
+)  # a record, or its head and a body that follows it (event_record_pieces)
 
 
 class LinkClosed(Exception):
@@ -30,6 +40,9 @@ class Socket(Protocol):
     """A message-framed, ordered connection (the websocket of a link), as a link uses it."""
 
     async def send(self, message: bytes) -> None: ...
+
+    async def send_pieces(self, pieces: tuple[bytes, Buffer]) -> None:
+        """One message whose bytes are the pieces' concatenation."""
 
     async def recv(self) -> bytes:
         """The next message; LinkClosed when the connection is gone."""
@@ -60,7 +73,7 @@ class Link:
         self.max_event_bytes = max_event_bytes
         self.requests: set[str] = set()  # cids of our requests it carried (pruned of answered ones)
         self._pruned_at = 64
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[Record] = []
         self._ready = asyncio.Event()
         self.closed = False
         self.sent = self.received = 0
@@ -77,24 +90,32 @@ class Link:
         if event.reply_to == self.inbox and event.cid is not None:
             self.requests.add(event.cid)
 
-    def _records(self, event: EventEnvelope) -> list[bytes]:
+    def _records(self, event: EventEnvelope) -> Sequence[Record]:
         reply = self._reply_topic()  # the broker still reaches us, should this link break
         try:
             body = event.body
+            if isinstance(body, bytes | bytearray) and PIECES_FROM <= len(body) < DIRECT_SEGMENT_SIZE // 2:
+                head, data = event_record_pieces(self.peer, event, reply)
+                self._check_size(len(head) + len(data))
+                return [(head, data)]
             if not (isinstance(body, bytes | str | bytearray) and len(body) > DIRECT_SEGMENT_SIZE):
                 record = event_record(self.peer, event, reply)
                 if len(record) <= DIRECT_SEGMENT_SIZE:
+                    self._check_size(len(record))
                     return [record]
             pieces = encode_split(event) or (encode(event),)
             size = sum(len(piece) for piece in pieces)
-            if size > self.max_event_bytes:
-                limit = self.max_event_bytes
-                raise AppError(413, f"Event of {size} bytes exceeds max.event.size={limit}")
+            self._check_size(size)
             if size > DIRECT_SEGMENT_SIZE:
                 return segment_records(self.peer, pieces, DIRECT_SEGMENT_SIZE, reply)
             return event_records(self.peer, b"".join(pieces), DIRECT_SEGMENT_SIZE, reply)
         except CodecError as exc:
             raise AppError(500, str(exc)) from exc
+
+    def _check_size(self, size: int) -> None:
+        """As over the broker: an event larger than max.event.size is refused here, before it leaves."""
+        if size > self.max_event_bytes:
+            raise AppError(413, f"Event of {size} bytes exceeds max.event.size={self.max_event_bytes}")
 
     def prune(self, pending: Callable[[str], bool]) -> None:
         """Forget the requests no longer waiting for a reply, now and then (amortized: the set may double)."""
@@ -111,6 +132,13 @@ class Link:
             message: list[bytes] = []
             size = 0
             for record in records:
+                if isinstance(record, tuple):  # a large one, alone: its body is written, never copied
+                    if message:
+                        await self._send(message)
+                        message, size = [], 0
+                    await self.socket.send_pieces(record)
+                    self.sent += 1
+                    continue
                 if message and size + len(record) > BATCH_LIMIT:
                     await self._send(message)
                     message, size = [], 0
@@ -130,6 +158,7 @@ class Link:
             message = await self.socket.recv()
             self.received += 1
             self._deliver(message, self.peer)
+            del message  # framed TCP reuses a large message's buffer once nothing refers to it
 
     async def run(self) -> str:
         """Read and write until the connection ends either way; returns why it ended."""

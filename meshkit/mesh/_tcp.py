@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import sys
 from collections import deque
 from typing import Any, cast
 
+from meshkit.core import Buffer
 from meshkit.mesh._link import LinkClosed
 
 HEADER = struct.Struct(">I")
@@ -42,7 +44,9 @@ class FramedSocket(asyncio.BufferedProtocol):
         self._large: bytearray | None = None  # the message being read into a buffer of its own
         self._large_view: memoryview | None = None
         self._filled = 0
-        self._messages: deque[bytes] = deque()
+        self._messages: deque[bytes | bytearray] = deque()
+        self._previous: bytearray | None = None  # the large message recv last returned
+        self._spare: bytearray | None = None  # a large message's buffer, for the next one
         self._backlog_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -82,7 +86,7 @@ class FramedSocket(asyncio.BufferedProtocol):
             if self._filled == len(self._large):
                 message = self._large
                 self._large = self._large_view = None
-                self._arrived(message)  # type: ignore[arg-type]  # read as bytes are: it is never changed
+                self._arrived(message)
             return
         self._end += nbytes
         self._frames()
@@ -107,7 +111,7 @@ class FramedSocket(asyncio.BufferedProtocol):
                 else:
                     self._arrived(payload)
             elif not length & CONTROL and size > _SHARED - 4:  # read the rest straight into its own buffer
-                self._large = bytearray(size)
+                self._large = self._buffer_for(size)
                 self._large_view = memoryview(self._large)
                 self._filled = available - 4
                 self._large[: self._filled] = view[self._start + 4 : self._end]
@@ -118,7 +122,26 @@ class FramedSocket(asyncio.BufferedProtocol):
         if self._start == self._end:
             self._start = self._end = 0
 
-    def _arrived(self, message: bytes) -> None:
+    def _buffer_for(self, size: int) -> bytearray:
+        spare, self._spare = self._spare, None
+        if spare is not None and len(spare) >= size:
+            del spare[size:]  # shrinking keeps its memory (CPython reallocates only below half)
+            return spare
+        return bytearray(size)
+
+    def _recycle(self, message: bytes | bytearray) -> None:
+        """Keep the large message the reader has finished with for the next one (a fresh 200 KB buffer
+        costs its zeroing and page faults each time), unless anything still refers to it: a view (a
+        segment's payload is one), which stops it from resizing, or another reference."""
+        # three references: the caller's, ours, getrefcount's own
+        if isinstance(message, bytearray) and sys.getrefcount(message) <= 3:
+            try:
+                message.append(0)  # a BufferError if a view of it is alive
+            except BufferError:
+                return
+            self._spare = message
+
+    def _arrived(self, message: bytes | bytearray) -> None:
         self._messages.append(message)
         self._backlog_bytes += len(message)
         full = len(self._messages) >= _BACKLOG or self._backlog_bytes >= _BACKLOG_BYTES
@@ -199,6 +222,9 @@ class FramedSocket(asyncio.BufferedProtocol):
         if self.closed is not None or transport is None or transport.is_closing():
             raise LinkClosed(self.closed or "connection lost")
         transport.writelines((HEADER.pack(len(message)), message))
+        await self._drain()
+
+    async def _drain(self) -> None:
         if self._paused:
             drained = self._drained
             if drained is None or drained.done():
@@ -206,6 +232,14 @@ class FramedSocket(asyncio.BufferedProtocol):
             await asyncio.shield(drained)  # one wait for every sender: a cancelled one leaves it to the rest
             if self.closed is not None:
                 raise LinkClosed(self.closed)
+
+    async def send_pieces(self, pieces: tuple[bytes, Buffer]) -> None:
+        transport = self.transport
+        if self.closed is not None or transport is None or transport.is_closing():
+            raise LinkClosed(self.closed or "connection lost")
+        head, body = pieces
+        transport.writelines((HEADER.pack(len(head) + len(body)), head, body))
+        await self._drain()
 
     async def recv(self) -> bytes:
         while not self._messages:
@@ -216,13 +250,19 @@ class FramedSocket(asyncio.BufferedProtocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        previous, self._previous = self._previous, None
+        if previous is not None:  # the reader asks for the next message: it is done with the last
+            self._recycle(previous)
+            previous = None
         message = self._messages.popleft()
+        if isinstance(message, bytearray):
+            self._previous = message
         self._backlog_bytes -= len(message)
         drained = len(self._messages) < _BACKLOG // 2 and self._backlog_bytes < _BACKLOG_BYTES // 2
         if self._reading_paused and drained and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-        return message
+        return message  # type: ignore[return-value]  # a large one is a bytearray, read as bytes are
 
     async def close(self, code: int, reason: str) -> None:
         transport = self.transport

@@ -4,7 +4,10 @@ a link's records over an in-memory socket pair."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -12,12 +15,12 @@ import pytest
 
 from meshkit import AppConfig, AppError, EventEnvelope
 from meshkit.config import ConfigError
-from meshkit.core import envelope_from_map
+from meshkit.core import Buffer, envelope_from_map
 from meshkit.http._direct import DIRECT_PATH
 from meshkit.mesh import DIRECT_PATH as MESH_DIRECT_PATH
 from meshkit.mesh import Link, LinkClosed, direct_address, direct_listener
 from meshkit.mesh._admission import READY, Admission, Refused, pack
-from meshkit.mesh._frames import parse
+from meshkit.mesh._frames import event_record, parse
 from meshkit.mesh._link import DIRECT_SEGMENT_SIZE
 from meshkit.mesh._vouched import VouchedKeys
 from meshkit.security import Identity, public_key
@@ -185,6 +188,9 @@ class Pipe:
         self.sent.append(message)
         self.other.inbox.put_nowait(message)
 
+    async def send_pieces(self, pieces: tuple[bytes, Buffer]) -> None:
+        await self.send(b"".join(pieces))
+
     async def recv(self) -> bytes:
         message = await self.inbox.get()
         if message is None:
@@ -254,6 +260,44 @@ async def test_a_large_event_crosses_in_segments_and_one_over_max_event_size_is_
     with pytest.raises(AppError) as refused:
         sender.send_event(EventEnvelope("hello.world", b"x" * (9 * 1024 * 1024)))
     assert refused.value.status == 413
+
+
+async def test_a_large_bytes_body_leaves_beside_its_head_alone_and_reads_as_event_record_makes_it() -> None:
+    left, right = pair()
+    received: list[bytes] = []
+    sender = link_between(left, [])
+    receiver = link_between(right, received, peer=A)
+    tasks = [asyncio.create_task(sender.run()), asyncio.create_task(receiver.run())]
+    large = EventEnvelope("hello.world", os.urandom(200 * 1024), {"k": "v"}, cid="c1", reply_to=f"@{A}")
+    large.trace_id, large.deadline = "t1", time.perf_counter() + 5
+    sender.send_event(EventEnvelope("hello.world", 1))
+    sender.send_event(large)
+    sender.send_event(EventEnvelope("hello.world", 2))
+    _, body = sender._outgoing[1]  # type: ignore[misc]
+    assert body is large.body  # never copied into a record
+    await wait_until_async(lambda: len(received) == 3)
+    assert len(left.sent) == 3  # small, large, small: the large one alone, between the others
+    whole = parse(received[1])
+    expected = parse(event_record(B, large, "multiplex.0001-000"))
+    assert 0 <= whole["event"].pop("ttl") - expected["event"].pop("ttl") < 1000  # ms left: read earlier
+    assert whole == expected
+    assert sender.requests == {"c1"}
+    for task in tasks:
+        task.cancel()
+    small_limit = Link(
+        B, left, dialed=True, inbox="@a", reply_topic=lambda: None, deliver=print, max_event_bytes=100_000
+    )
+    for too_large in (b"x" * 150_000, b"x" * 600_000):  # the pieces and the one-record path both check
+        with pytest.raises(AppError) as refused:
+            small_limit.send_event(EventEnvelope("hello.world", too_large))
+        assert refused.value.status == 413
+
+
+async def wait_until_async(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not met in time"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_closed_link_refuses_to_send_and_prunes_answered_requests() -> None:

@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meshkit.mesh import LinkClosed
+from meshkit import EventEnvelope
+from meshkit.core import decode_pieces, envelope_from_map
+from meshkit.mesh import Link, LinkClosed
+from meshkit.mesh._frames import Reassembler, parse
 from meshkit.mesh._tcp import FramedSocket, dial, listen, split_address
 
 MAX = 4 * 1024 * 1024  # the largest message these links take
@@ -180,6 +183,76 @@ async def test_a_reader_that_falls_behind_stops_reading_until_it_catches_up(
     await asyncio.wait_for(sending, 5)
     assert all(message == chunk for message in received)
     assert not server._reading_paused and server._backlog_bytes == 0
+
+
+async def test_a_large_message_buffer_is_reused_once_nothing_refers_to_it(
+    pair: tuple[FramedSocket, FramedSocket],
+) -> None:
+    client, server = pair
+    large = [os.urandom(200 * 1024) for _ in range(5)]
+    await client.send(large[0])
+    first = await server.recv()
+    assert first == large[0]
+    del first
+    await client.send(large[1])
+    assert await server.recv() == large[1]  # asking for it, the reader is done with the first
+    spare = server._spare
+    assert spare is not None
+    await client.send(large[2])
+    third = await server.recv()
+    assert third is spare and third == large[2]  # read into the first one's buffer
+    view = memoryview(third)  # a view alive (as a segment's payload is): never reused
+    del third, spare
+    await client.send(large[3])
+    assert await server.recv() == large[3]
+    await client.send(large[4])
+    assert await server.recv() == large[4]
+    assert bytes(view) == large[2]  # untouched
+    view.release()
+
+
+async def test_segments_held_for_reassembly_keep_their_buffers(
+    pair: tuple[FramedSocket, FramedSocket],
+) -> None:
+    """A link's events over 1 MiB cross in segments whose payloads the reassembler holds as views of their
+    frames until the last arrives: those frames' buffers must not be read into again."""
+    client, server = pair
+    reassembler = Reassembler(16 * 1024 * 1024)
+    events: list[EventEnvelope] = []
+
+    def deliver(record: bytes, via: str) -> None:
+        frame = parse(record)
+        if frame["type"] == "event":  # one record: its body beside its head on the way out
+            events.append(envelope_from_map(frame["event"]))
+            return
+        pieces = reassembler.add_pieces(frame)
+        if pieces is not None:
+            events.append(decode_pieces(pieces))
+
+    def link(socket: FramedSocket, peer: str) -> Link:
+        return Link(
+            peer,
+            socket,
+            dialed=True,
+            inbox="@x",
+            reply_topic=lambda: None,
+            deliver=deliver,
+            max_event_bytes=16 * 1024 * 1024,
+        )
+
+    sender, receiver = link(client, "b"), link(server, "a")
+    tasks = [asyncio.create_task(sender.run()), asyncio.create_task(receiver.run())]
+    bodies = [os.urandom(3 * 1024 * 1024 + n) for n in range(3)] + [os.urandom(300 * 1024)]
+    for body in bodies:
+        sender.send_event(EventEnvelope("hello.world", body))
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(events) < len(bodies):
+        assert asyncio.get_running_loop().time() < deadline, len(events)
+        await asyncio.sleep(0.01)
+    assert [event.body for event in events] == bodies
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def test_an_address_is_tcp_or_tls_host_port() -> None:
