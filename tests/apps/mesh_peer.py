@@ -1,7 +1,8 @@
 """An app that both serves and calls, for tests/mesh/test_mesh_direct.py: several instances of it, each on
 its own transport (`mesh.transport`), call one another by origin.
 
-``peer.echo`` (public, not safe to retry) answers ``{origin, mark}`` after ``seconds`` (header, default 0);
+``peer.echo`` (public, not safe to retry) answers ``{origin, mark}`` after ``seconds`` (header, default 0),
+with the size and SHA-256 of a bytes body;
 ``GET /call/{route}`` sends one request to ``route`` (or ``route@origin``) with
 ``PostOffice.request`` and reports ``{status, body | error, elapsed}`` (408 for a timeout);
 ``DELETE`` and ``PUT /routes/peer.extra`` take that extra route away and put it back (a real route change).
@@ -12,6 +13,7 @@ its own transport (`mesh.transport`), call one another by origin.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,10 @@ functions = FunctionRegistry()
 @functions.route("peer.echo", instances=64)
 async def echo(headers: dict[str, str], body: Any) -> dict[str, Any]:
     await asyncio.sleep(float(headers.get("seconds", "0")))
-    return {"origin": current_platform().origin, "mark": headers.get("mark")}
+    answer = {"origin": current_platform().origin, "mark": headers.get("mark")}
+    if isinstance(body, bytes):
+        answer.update(size=len(body), sha=hashlib.sha256(body).hexdigest())
+    return answer
 
 
 app = create_app(name="mesh-peer", config_dir=Path(__file__).parent, functions=functions)

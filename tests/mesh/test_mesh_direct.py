@@ -88,6 +88,20 @@ def test_requests_and_replies_travel_the_direct_link_not_the_broker(mesh: Mesh) 
     assert "Direct connection to" in rest.log() + lam.log()
 
 
+def test_large_events_cross_a_link_whole_in_one_record_and_in_segments(mesh: Mesh) -> None:
+    mesh.monitor()
+    a, b = mesh.app(PEER_APP, DIRECT), mesh.app(PEER_APP, DIRECT)
+    linked(a, b)
+    before = metric(a, "meshkit_direct_records_total")
+    for size in (300_000, 3_000_000):  # its body beside its head; segments of 1 MiB, reassembled
+        for caller, callee in ((a, b), (b, a)):
+            outcome = call(caller, f"peer.echo@{callee.origin}", size=size, timeout=10)
+            assert outcome["status"] == 200, outcome
+            assert (outcome["body"]["size"], outcome["body"]["sha"]) == (size, outcome["sent"])
+    assert path_to(a, b) == path_to(b, a) == "direct"
+    assert metric(a, "meshkit_direct_records_total") >= before + 2 + 4  # over the link, not the broker
+
+
 def test_a_peer_whose_direct_address_refuses_is_used_over_the_broker_without_a_failed_request(
     mesh: Mesh,
 ) -> None:
