@@ -125,20 +125,17 @@ class FramedSocket(asyncio.BufferedProtocol):
     def _buffer_for(self, size: int) -> bytearray:
         spare, self._spare = self._spare, None
         if spare is not None and len(spare) >= size:
-            del spare[size:]  # shrinking keeps its memory (CPython reallocates only below half)
+            if len(spare) > size:
+                del spare[size:]  # shrinking keeps its memory (CPython reallocates only below half)
             return spare
         return bytearray(size)
 
     def _recycle(self, message: bytes | bytearray) -> None:
         """Keep the large message the reader has finished with for the next one (a fresh 200 KB buffer
         costs its zeroing and page faults each time), unless anything still refers to it: a view (a
-        segment's payload is one), which stops it from resizing, or another reference."""
-        # three references: the caller's, ours, getrefcount's own
+        segment's payload is one) holds a reference to it too."""
+        # three references: the caller's, the argument, getrefcount's own
         if isinstance(message, bytearray) and sys.getrefcount(message) <= 3:
-            try:
-                message.append(0)  # a BufferError if a view of it is alive
-            except BufferError:
-                return
             self._spare = message
 
     def _arrived(self, message: bytes | bytearray) -> None:
