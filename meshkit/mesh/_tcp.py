@@ -25,6 +25,8 @@ TOO_BIG = 1009  # the close code of a frame larger than the link takes (as a web
 _SHARED = 64 * 1024  # small frames are cut out of one buffer this size; a larger one gets a buffer of its own
 _BACKLOG = 256  # messages received but not yet read: past it (or past _BACKLOG_BYTES), it stops reading
 _BACKLOG_BYTES = 16 * 1024 * 1024
+# large buffers kept for reuse, at most this many bytes a link: frames arrive in bursts, ahead of the reader
+_SPARE_BYTES = 2 * 1024 * 1024
 
 
 class FramedSocket(asyncio.BufferedProtocol):
@@ -46,7 +48,8 @@ class FramedSocket(asyncio.BufferedProtocol):
         self._filled = 0
         self._messages: deque[bytes | bytearray] = deque()
         self._previous: bytearray | None = None  # the large message recv last returned
-        self._spare: bytearray | None = None  # a large message's buffer, for the next one
+        self._spares: list[bytearray] = []  # large messages' buffers, for the next ones
+        self._spare_bytes = 0
         self._backlog_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -123,8 +126,10 @@ class FramedSocket(asyncio.BufferedProtocol):
             self._start = self._end = 0
 
     def _buffer_for(self, size: int) -> bytearray:
-        spare, self._spare = self._spare, None
-        if spare is not None and len(spare) >= size:
+        spares = self._spares
+        if spares and len(spares[-1]) >= size:
+            spare = spares.pop()
+            self._spare_bytes -= len(spare)
             if len(spare) > size:
                 del spare[size:]  # shrinking keeps its memory (CPython reallocates only below half)
             return spare
@@ -136,7 +141,9 @@ class FramedSocket(asyncio.BufferedProtocol):
         segment's payload is one) holds a reference to it too."""
         # three references: the caller's, the argument, getrefcount's own
         if isinstance(message, bytearray) and sys.getrefcount(message) <= 3:
-            self._spare = message
+            if self._spare_bytes + len(message) <= _SPARE_BYTES:
+                self._spares.append(message)
+                self._spare_bytes += len(message)
 
     def _arrived(self, message: bytes | bytearray) -> None:
         self._messages.append(message)
