@@ -6,35 +6,43 @@ import asyncio
 from typing import Any
 
 from bench.common import IN_FLIGHT, Figure, measure
-from meshkit import AppConfig, FunctionRegistry, Platform, PostOffice
+from meshkit import AppConfig, EventEnvelope, FunctionRegistry, Platform, PostOffice
 
 PAYLOAD = b"x" * 200
 
 
-async def floor_figure(*, awaits: bool = False) -> Figure:
+async def floor_figure(*, awaits: bool = False, envelopes: bool = False) -> Figure:
     """The in-process floor; `awaits`: each worker awaits once before it answers (BENCH.md's "in-process,
-    awaiting": the floor for a handler that awaits anything)."""
-    queue: asyncio.Queue[tuple[bytes, asyncio.Future[bytes]]] = asyncio.Queue()
+    awaiting": the floor for a handler that awaits anything); `envelopes`: the call and the worker each build
+    the EventEnvelope a PostOffice.request and its reply are, and nothing else (what the API itself costs)."""
+    queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] = asyncio.Queue()
 
     async def worker() -> None:
         while True:
-            body, future = await queue.get()
+            request, future = await queue.get()
             if awaits:
                 await asyncio.sleep(0)
-            future.set_result(body)
+            if envelopes:
+                request = EventEnvelope(
+                    request.reply_to, request.body, status=200, sender=request.to, cid=request.cid
+                )
+            future.set_result(request)
 
     workers = [asyncio.create_task(worker()) for _ in range(IN_FLIGHT)]
     loop = asyncio.get_running_loop()
 
-    async def call() -> bytes:
-        future: asyncio.Future[bytes] = loop.create_future()
-        queue.put_nowait((PAYLOAD, future))
+    async def call() -> Any:
+        future: asyncio.Future[Any] = loop.create_future()
+        if envelopes:
+            request = EventEnvelope("bench.echo", PAYLOAD, reply_to="inbox", cid="c")
+            queue.put_nowait((request, future))
+        else:
+            queue.put_nowait((PAYLOAD, future))
         return await future
 
+    name = "in-process floor, awaiting" if awaits else "in-process floor"
     try:
-        return await measure(
-            "in-process floor, awaiting" if awaits else "in-process floor", len(PAYLOAD), call
-        )
+        return await measure(f"{name}, 2 envelopes" if envelopes else name, len(PAYLOAD), call)
     finally:
         for task in workers:
             task.cancel()
@@ -75,5 +83,13 @@ async def meshkit_figures() -> list[Figure]:
 async def run() -> list[Figure]:
     floor = await floor_figure()
     awaiting_floor = await floor_figure(awaits=True)
+    # the request and its reply alone, in the awaiting floor: the ceiling of any API that returns envelopes
+    with_envelopes = await floor_figure(awaits=True, envelopes=True)
     plain, awaiting = await meshkit_figures()
-    return [floor, plain.against(floor), awaiting_floor, awaiting.against(awaiting_floor)]
+    return [
+        floor,
+        plain.against(floor),
+        awaiting_floor,
+        with_envelopes.against(awaiting_floor),
+        awaiting.against(awaiting_floor),
+    ]
