@@ -10,13 +10,18 @@ is not copied on its way in), and written with the header beside the record, not
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import struct
 import sys
 from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from meshkit.core import Buffer
 from meshkit.mesh._link import LinkClosed
+
+log = logging.getLogger("meshkit.mesh.direct")
 
 HEADER = struct.Struct(">I")
 CONTROL = 0x8000_0000
@@ -301,11 +306,24 @@ async def dial(address: str, *, ssl: Any, max_size: int, keepalive: float) -> Fr
 
 
 async def listen(
-    host: str, port: int, *, ssl: Any, max_size: int, keepalive: float, serve: Any
+    host: str,
+    port: int,
+    *,
+    ssl: Any,
+    max_size: int,
+    keepalive: float,
+    serve: Callable[[FramedSocket], Coroutine[Any, Any, None]],
 ) -> asyncio.Server:
     """Take framed connections on host:port (0: any free port); `serve(socket)` runs for each."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
+
+    def ended(socket: FramedSocket, task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a bug: said, and that connection ends
+            log.error("A direct connection from %s failed", socket.remote, exc_info=task.exception())
+            if socket.transport is not None:
+                socket.transport.abort()
 
     def made() -> FramedSocket:
         socket = FramedSocket(max_size, keepalive)
@@ -314,7 +332,7 @@ async def listen(
             if socket.closed is None:
                 task = loop.create_task(serve(socket))
                 tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                task.add_done_callback(functools.partial(ended, socket))
 
         socket.opened.add_done_callback(start)
         return socket

@@ -254,6 +254,32 @@ async def test_segments_held_for_reassembly_keep_their_buffers(
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def test_a_connection_whose_handler_fails_is_logged_and_closed_and_the_listener_serves_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    served: list[FramedSocket] = []
+
+    async def serve(socket: FramedSocket) -> None:
+        served.append(socket)
+        if len(served) == 1:
+            raise RuntimeError("a bug")
+        await socket.send(b"hello")
+
+    server = await listen("127.0.0.1", 0, ssl=None, max_size=MAX, keepalive=0, serve=serve)
+    address = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    first = await dial(address, ssl=None, max_size=MAX, keepalive=0)
+    with pytest.raises(LinkClosed):
+        await asyncio.wait_for(first.recv(), 5)
+    assert "A direct connection from 127.0.0.1" in caplog.text and "a bug" in caplog.text
+    second = await dial(address, ssl=None, max_size=MAX, keepalive=0)
+    assert await asyncio.wait_for(second.recv(), 5) == b"hello"
+    for framed in (first, second, *served):
+        await framed.close(1000, "done")
+    server.close()
+    await server.wait_closed()
+    await asyncio.sleep(0.05)
+
+
 def test_an_address_is_tcp_or_tls_host_port() -> None:
     assert split_address("tcp://10.0.0.7:9000") == ("tcp", "10.0.0.7", 9000)
     assert split_address("tls://[::1]:8443") == ("tls", "::1", 8443)
