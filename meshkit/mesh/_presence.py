@@ -160,6 +160,8 @@ class PresenceClient:
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 if self._ws is not None or not self._tls_failed(url, exc):
                     log.warning("Presence monitor %s unavailable: %s", url, exc or type(exc).__name__)
+            except Exception:  # a bug in handling what it said: that session ends, never the app's presence
+                log.exception("Presence monitor %s: the session failed; connecting again", url)
             finally:
                 self.connected.clear()
                 self._ws = None
@@ -192,7 +194,7 @@ class PresenceClient:
         ) as ws:
             self._ws = ws
             await ws.send(json.dumps(self._hello()))
-            answer = json.loads(await asyncio.wait_for(ws.recv(), 10.0))
+            answer = _answer(await asyncio.wait_for(ws.recv(), 10.0))
             if answer.get("type") == "error":
                 raise PresenceRefused(answer.get("message", "refused"))
             if answer.get("type") != "ready" or not isinstance(answer.get("topic"), str):
@@ -252,4 +254,19 @@ class PresenceClient:
         elif data.get("type") == "error":
             log.error("Presence monitor: %s", data.get("message"))
         elif data.get("type") in ("member", "gone", "draining", "notices"):
-            self.on_notice(data)
+            try:
+                self.on_notice(data)
+            except Exception:  # one notice this app cannot take costs that notice, not the session
+                log.exception("Ignored a %s notice from the presence monitor that failed", data.get("type"))
+
+
+def _answer(message: str | bytes) -> dict[str, Any]:
+    """The monitor's answer to the hello, a JSON object; InvalidMessage for anything else (garbage ends the
+    session, as a broken connection does: the app connects again)."""
+    try:
+        answer = json.loads(message)
+    except ValueError:
+        raise websockets.InvalidMessage("its answer to the hello is not JSON") from None
+    if not isinstance(answer, dict):
+        raise websockets.InvalidMessage(f"its answer to the hello is not a JSON object: {answer!r:.80}")
+    return answer
