@@ -5,6 +5,7 @@ link takes ends it (1009), a silent peer is dropped after twice the keepalive, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -20,8 +21,9 @@ from meshkit.mesh._tcp import FramedSocket, dial, listen, split_address
 MAX = 4 * 1024 * 1024  # the largest message these links take
 
 
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[FramedSocket, FramedSocket]]:
+@contextlib.asynccontextmanager
+async def connected(keepalive: float = 0) -> AsyncIterator[tuple[FramedSocket, FramedSocket]]:
+    """A framed connection over loopback: (the dialing end, the accepting end), closed afterwards."""
     accepted: asyncio.Queue[FramedSocket] = asyncio.Queue()
     done = asyncio.Event()
 
@@ -29,17 +31,25 @@ async def pair() -> AsyncIterator[tuple[FramedSocket, FramedSocket]]:
         accepted.put_nowait(socket)
         await done.wait()
 
-    server = await listen("127.0.0.1", 0, ssl=None, max_size=MAX, keepalive=0, serve=serve)
+    server = await listen("127.0.0.1", 0, ssl=None, max_size=MAX, keepalive=keepalive, serve=serve)
     port = server.sockets[0].getsockname()[1]
-    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0)
+    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=keepalive)
     far = await asyncio.wait_for(accepted.get(), 5)
-    yield client, far
-    done.set()
-    await client.close(1000, "done")
-    await far.close(1000, "done")
-    server.close()
-    await server.wait_closed()
-    await asyncio.sleep(0.05)
+    try:
+        yield client, far
+    finally:
+        done.set()
+        await client.close(1000, "done")
+        await far.close(1000, "done")
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # the transports' own closing callbacks
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[FramedSocket, FramedSocket]]:
+    async with connected() as ends:
+        yield ends
 
 
 async def test_messages_of_every_size_cross_whole_and_in_order(
@@ -134,23 +144,11 @@ async def test_a_peer_that_goes_silent_is_dropped_after_twice_the_keepalive() ->
 
 
 async def test_a_peer_that_answers_pings_keeps_its_link() -> None:
-    done = asyncio.Event()
-    accepted: list[FramedSocket] = []
-
-    async def serve(socket: FramedSocket) -> None:
-        accepted.append(socket)
-        await done.wait()
-
-    server = await listen("127.0.0.1", 0, ssl=None, max_size=MAX, keepalive=0.1, serve=serve)
-    port = server.sockets[0].getsockname()[1]
-    client = await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0.1)
-    await asyncio.sleep(0.8)  # eight keepalives, nothing but pings and pongs
-    assert client.closed is None and accepted[0].closed is None
-    await client.send(b"still here")
-    assert await accepted[0].recv() == b"still here"
-    done.set()
-    await client.close(1000, "done")
-    server.close()
+    async with connected(keepalive=0.1) as (client, far):
+        await asyncio.sleep(0.8)  # eight keepalives, nothing but pings and pongs
+        assert client.closed is None and far.closed is None
+        await client.send(b"still here")
+        assert await far.recv() == b"still here"
 
 
 async def test_a_sender_waits_while_the_peer_does_not_read() -> None:
