@@ -20,6 +20,10 @@ from meshkit.security import Identity, signed_by
 MAX_HANDSHAKE_BYTES = 4096
 
 
+# a refusal that passes on its own: the monitors' word of the caller (or callee) has not reached the other yet
+NOT_YET = "is not vouched for by a presence monitor (yet)"
+
+
 class Refused(Exception):
     """The other side is not admitted (or did not admit us); the message says why."""
 
@@ -78,7 +82,7 @@ class Admission:
     def _check(self, signer: str, signature: object, caller_nonce: str, callee_nonce: str) -> None:
         key = self.vouched.key(signer)
         if key is None:
-            raise Refused(f"{signer} is not vouched for by a presence monitor (yet)")
+            raise Refused(f"{signer} {NOT_YET}")
         statement = _statement(signer, self.origin, caller_nonce, callee_nonce)
         if not signed_by(key, {**statement, "sig": signature}):
             raise Refused(f"the proof is not signed by the key vouched for {signer}")
@@ -108,7 +112,7 @@ class Admission:
             raise Refused(f"{caller} wanted {str(data.get('to'))[:40]}, not this app")
         theirs = _text(data, "nonce", 64)
         if self.vouched.key(caller) is None:
-            raise Refused(f"{caller} is not vouched for by a presence monitor (yet)")
+            raise Refused(f"{caller} {NOT_YET}")
         mine = nonce()
         message = {"type": "challenge", "origin": self.origin, "nonce": mine}
         return caller, theirs, mine, pack({**message, "sig": self._sign(caller, theirs, mine)})

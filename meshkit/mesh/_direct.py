@@ -24,7 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from meshkit.core import Buffer
-from meshkit.mesh._admission import READY, Admission, Refused, refusal, unpack
+from meshkit.mesh._admission import NOT_YET, READY, Admission, Refused, refusal, unpack
 from meshkit.mesh._link import Link, LinkClosed, Socket
 from meshkit.mesh._tcp import FramedSocket, dial, listen
 from meshkit.security import ClientTLS, MeshKeys
@@ -254,7 +254,9 @@ class DirectLinks:
         except (Refused, LinkClosed, TimeoutError) as exc:
             # a port that takes the connection and never answers: said as for one that never connects
             reason = str(exc) or f"no answer within {self.connect_timeout:g} s"
-            level = logging.INFO if LOWER_WINS in reason else logging.WARNING
+            # both dialed at once, or a join outran the monitors' word of us at the peer: said once as info
+            expected = LOWER_WINS in reason or (NOT_YET in reason and origin not in self.failures)
+            level = logging.INFO if expected else logging.WARNING
             log.log(level, "Direct connection to %s at %s not admitted: %s", origin, address, reason)
             self.failures[origin] = reason
             await socket.close(REFUSED, "not admitted")

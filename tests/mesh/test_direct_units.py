@@ -4,6 +4,7 @@ a link's records over an in-memory socket pair."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -18,12 +19,12 @@ from meshkit.config import ConfigError
 from meshkit.core import Buffer, envelope_from_map
 from meshkit.http._direct import DIRECT_PATH
 from meshkit.mesh import DIRECT_PATH as MESH_DIRECT_PATH
-from meshkit.mesh import Link, LinkClosed, direct_address, direct_listener
+from meshkit.mesh import DirectLinks, Link, LinkClosed, direct_address, direct_listener
 from meshkit.mesh._admission import READY, Admission, Refused, pack
 from meshkit.mesh._frames import event_record, parse
 from meshkit.mesh._link import DIRECT_SEGMENT_SIZE
 from meshkit.mesh._vouched import VouchedKeys
-from meshkit.security import Identity, public_key
+from meshkit.security import Identity, MeshKeys, public_key
 
 A, B, C = ("20261202" + c * 32 for c in "abc")
 
@@ -316,3 +317,53 @@ async def test_a_closed_link_refuses_to_send_and_prunes_answered_requests() -> N
 def test_ready_is_a_fixed_message() -> None:
     data: Any = msgpack.unpackb(READY)
     assert data == {"type": "ready"}
+
+
+# -- two apps' links over a real framed listener -------------------------------------------------------------
+
+
+def links_of(origin: str, identities: dict[str, Identity], key: str) -> DirectLinks:
+    return DirectLinks(
+        Admission(origin, identities[origin], VouchedKeys()),
+        MeshKeys(config(mesh_api_key=key)),
+        address="tcp://127.0.0.1:0",
+        deliver=lambda record, via: None,
+        on_lost=lambda origin, cids, why: None,
+        inbox=f"@{origin}",
+        reply_topic=lambda: None,
+        max_event_bytes=1 << 20,
+        connect_timeout=2.0,
+        listener=("127.0.0.1", 0),
+    )
+
+
+async def test_a_dial_refused_until_the_peer_hears_of_us_is_info_once_then_a_warning_and_then_admitted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    identities = {A: Identity(), B: Identity()}
+    caller, callee = links_of(A, identities, "k"), links_of(B, identities, "k")
+    caller.admission.vouched.vouch(B, public_key(identities[B].public_key))
+    await callee.start()
+    assert callee.address is not None and not callee.address.endswith(":0")  # the port it was given
+    caplog.set_level(logging.INFO, "meshkit.mesh.direct")
+    try:
+        for expected in (logging.INFO, logging.WARNING):  # B has not heard of A: expected once, not twice
+            caplog.clear()
+            assert await caller._open(B, callee.address) is None
+            assert "not vouched for by a presence monitor (yet)" in caller.failures[B]
+            mine = [r for r in caplog.records if "not admitted" in r.getMessage()]
+            assert [r.levelno for r in mine] == [expected]
+        callee.admission.vouched.vouch(A, public_key(identities[A].public_key))
+        socket = await caller._open(B, callee.address)
+        assert socket is not None  # admitted both ways
+        await socket.close(1000, "done")
+        # a wrong mesh key: refused at the door (close 4403), said by the callee
+        stranger = links_of(A, identities, "wrong")
+        stranger.admission.vouched.vouch(B, public_key(identities[B].public_key))
+        caplog.clear()
+        assert await stranger._open(B, callee.address) is None
+        assert "4403 missing or wrong mesh key" in stranger.failures[B]
+        assert any("missing or wrong mesh key" in r.getMessage() for r in caplog.records)
+    finally:
+        await callee.close()
+        await asyncio.sleep(0.05)
