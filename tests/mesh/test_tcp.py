@@ -173,9 +173,12 @@ async def test_a_reader_that_falls_behind_stops_reading_until_it_catches_up(
     client, server = pair
     chunk = os.urandom(1024 * 1024)
     sending = asyncio.gather(*(client.send(chunk) for _ in range(48)))
-    await asyncio.sleep(0.5)
-    # 16 MB waiting at the reader: it stopped reading, the socket buffers filled, the sender waits
-    assert server._reading_paused and not sending.done()
+    for _ in range(500):  # 16 MB waiting at the reader: it stops reading
+        if server._reading_paused:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert server._reading_paused and not sending.done()  # the socket buffers filled: the sender waits
     assert 16 * 1024 * 1024 <= server._backlog_bytes < 48 * len(chunk)
     received = [await server.recv() for _ in range(48)]
     await asyncio.wait_for(sending, 5)
