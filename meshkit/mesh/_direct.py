@@ -24,7 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from meshkit.core import Buffer
-from meshkit.mesh._admission import NOT_YET, READY, Admission, Refused, refusal, unpack
+from meshkit.mesh._admission import MAX_HANDSHAKE_BYTES, NOT_YET, READY, Admission, Refused, refusal, unpack
 from meshkit.mesh._link import Link, LinkClosed, Socket
 from meshkit.mesh._tcp import FramedSocket, dial, listen
 from meshkit.security import ClientTLS, MeshKeys
@@ -137,7 +137,7 @@ class DirectLinks:
             host,
             port,
             ssl=self._server_tls,
-            max_size=self.max_message,
+            max_size=MAX_HANDSHAKE_BYTES,  # until admitted: a stranger gets no large buffer of ours
             keepalive=self.keepalive,
             serve=self._accept_framed,
         )
@@ -268,7 +268,7 @@ class DirectLinks:
             framed = await dial(
                 address,
                 ssl=self.tls.context if address.startswith("tls://") else None,
-                max_size=self.max_message,
+                max_size=MAX_HANDSHAKE_BYTES,  # until admitted
                 keepalive=self.keepalive,
             )
             await framed.send(msgpack.packb({"type": OPENING, "key": self.keys.own}))
@@ -326,6 +326,8 @@ class DirectLinks:
         await self._serve(caller, socket, dialed=False)
 
     async def _serve(self, peer: str, socket: Socket, *, dialed: bool) -> None:
+        if isinstance(socket, FramedSocket):
+            socket.max_size = self.max_message  # admitted both ways: it carries events now
         link = Link(
             peer,
             socket,

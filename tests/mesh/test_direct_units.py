@@ -364,6 +364,13 @@ async def test_a_dial_refused_until_the_peer_hears_of_us_is_info_once_then_a_war
         assert await stranger._open(B, callee.address) is None
         assert "4403 missing or wrong mesh key" in stranger.failures[B]
         assert any("missing or wrong mesh key" in r.getMessage() for r in caplog.records)
+        # before admission a frame is at most a handshake's 4096 bytes: a larger one ends it (1009)
+        port = int(callee.address.rpartition(":")[2])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write((5000).to_bytes(4, "big") + b"x" * 5000)
+        closing = await asyncio.wait_for(reader.read(), 5)
+        assert closing[4:7] == b"\x03" + (1009).to_bytes(2, "big"), closing
+        writer.close()
     finally:
         await callee.close()
         await asyncio.sleep(0.05)
