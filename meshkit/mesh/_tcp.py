@@ -108,7 +108,7 @@ class FramedSocket(asyncio.BufferedProtocol):
             (length,) = HEADER.unpack_from(buffer, self._start)
             size = length & ~CONTROL
             if size > self.max_size:
-                self._fail(TOO_BIG, f"a frame of {size} bytes (at most {self.max_size})")
+                self._close(TOO_BIG, f"a frame of {size} bytes (at most {self.max_size})")
                 return
             if available >= 4 + size:
                 at = self._start + 4
@@ -215,9 +215,11 @@ class FramedSocket(asyncio.BufferedProtocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _fail(self, code: int, why: str) -> None:
-        self._write_control(bytes((CLOSE,)) + code.to_bytes(2, "big") + why.encode()[:120])
-        self._ended(f"closed ({code} {why})")
+    def _close(self, code: int, why: str) -> None:
+        """Say why in a close frame, end, and close the transport (what is written still goes out first)."""
+        if self.closed is None:
+            self._write_control(bytes((CLOSE,)) + code.to_bytes(2, "big") + why.encode()[:120])
+            self._ended(f"closed ({code} {why})")
         if self.transport is not None:
             self.transport.close()
 
@@ -227,13 +229,18 @@ class FramedSocket(asyncio.BufferedProtocol):
 
     # -- the link's side (meshkit.mesh._link.Socket) -------------------------------------------------------
     async def send(self, message: bytes) -> None:
+        await self._write(len(message), message)
+
+    async def send_pieces(self, pieces: tuple[bytes, Buffer]) -> None:
+        head, body = pieces
+        await self._write(len(head) + len(body), head, body)
+
+    async def _write(self, size: int, *pieces: Buffer) -> None:
+        """One data frame of `size` bytes, the pieces written beside its header (never joined)."""
         transport = self.transport
         if self.closed is not None or transport is None or transport.is_closing():
             raise LinkClosed(self.closed or "connection lost")
-        transport.writelines((HEADER.pack(len(message)), message))
-        await self._drain()
-
-    async def _drain(self) -> None:
+        transport.writelines((HEADER.pack(size), *pieces))
         if self._paused:
             drained = self._drained
             if drained is None or drained.done():
@@ -241,14 +248,6 @@ class FramedSocket(asyncio.BufferedProtocol):
             await asyncio.shield(drained)  # one wait for every sender: a cancelled one leaves it to the rest
             if self.closed is not None:
                 raise LinkClosed(self.closed)
-
-    async def send_pieces(self, pieces: tuple[bytes, Buffer]) -> None:
-        transport = self.transport
-        if self.closed is not None or transport is None or transport.is_closing():
-            raise LinkClosed(self.closed or "connection lost")
-        head, body = pieces
-        transport.writelines((HEADER.pack(len(head) + len(body)), head, body))
-        await self._drain()
 
     async def recv(self) -> bytes:
         while not self._messages:
@@ -262,7 +261,6 @@ class FramedSocket(asyncio.BufferedProtocol):
         previous, self._previous = self._previous, None
         if previous is not None:  # the reader asks for the next message: it is done with the last
             self._recycle(previous)
-            previous = None
         message = self._messages.popleft()
         if isinstance(message, bytearray):
             self._previous = message
@@ -274,12 +272,7 @@ class FramedSocket(asyncio.BufferedProtocol):
         return message  # type: ignore[return-value]  # a large one is a bytearray, read as bytes are
 
     async def close(self, code: int, reason: str) -> None:
-        transport = self.transport
-        if self.closed is None and transport is not None:
-            self._write_control(bytes((CLOSE,)) + code.to_bytes(2, "big") + reason.encode()[:120])
-            self._ended(f"closed ({code} {reason})")
-        if transport is not None:
-            transport.close()  # what is written still goes out first
+        self._close(code, reason)
 
 
 def split_address(address: str) -> tuple[str, str, int]:
