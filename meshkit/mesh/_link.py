@@ -27,9 +27,8 @@ log = logging.getLogger("meshkit.mesh.direct")
 DIRECT_SEGMENT_SIZE = 1024 * 1024  # an event larger than this crosses a link in segments of this size
 BATCH_LIMIT = 256 * 1024  # records of one loop turn go as one message up to this many bytes
 PIECES_FROM = 64 * 1024  # a bytes body this large goes beside its record's head, not copied into it
-Record = (
-    bytes | tuple[bytes, Buffer]
-)  # a record, or its head and a body that follows it (event_record_pieces)
+# a record, or its head and the body that follows it (event_record_pieces)
+Record = bytes | tuple[bytes, Buffer]
 
 
 class LinkClosed(Exception):
