@@ -19,6 +19,18 @@ def new_event_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):x}"
 
 
+class _LazyId:
+    """An event's id, drawn when first read: most in-process events are never asked for theirs.
+
+    A non-data descriptor: once drawn (or set) the id is a plain instance attribute, read as fast as any."""
+
+    def __get__(self, event: EventEnvelope | None, owner: type[EventEnvelope]) -> str:
+        if event is None:  # the class itself: FIELDS and dataclass-like tools look it up
+            return ""
+        event.__dict__["id"] = drawn = new_event_id()
+        return drawn
+
+
 class EventEnvelope:
     """An event: routing fields, metadata headers (str -> str), a body and, on replies, timing and status.
 
@@ -28,7 +40,7 @@ class EventEnvelope:
 
     # Unset fields fall back to these class defaults, so building or decoding an event sets only what it
     # has: ~3x cheaper than assigning all seventeen (this is the hot path of the bus and the mesh).
-    id: str = ""
+    id: str = _LazyId()  # type: ignore[assignment]
     to: str | None = None
     body: Any = None
     headers: dict[str, str]
@@ -75,7 +87,8 @@ class EventEnvelope:
         obj_type: str | None = None,
         exception: str | None = None,
     ) -> None:
-        self.id = id if id is not None else new_event_id()
+        if id is not None:
+            self.id = id
         self.to = to
         self.body = body
         self.headers = headers if headers is not None else {}
@@ -123,6 +136,7 @@ class EventEnvelope:
 
     def copy(self) -> EventEnvelope:
         clone = EventEnvelope.__new__(EventEnvelope)
+        self.id  # noqa: B018  (drawn now: a copy keeps its original's id)
         clone.__dict__.update(self.__dict__)
         clone.headers = dict(self.headers)
         return clone
@@ -137,6 +151,44 @@ class EventEnvelope:
     def __repr__(self) -> str:
         parts = [f"{n}={getattr(self, n)!r}" for n in FIELDS if getattr(self, n) is not None]
         return f"EventEnvelope({', '.join(parts)})"
+
+
+_new = EventEnvelope.__new__
+
+
+# The bus's own hot paths build their events here: set attributes on a bare instance, no keyword binding
+# (a third of EventEnvelope(...)'s cost). Same result as the constructor with these arguments.
+def request_event(to: str, body: Any, headers: dict[str, str]) -> EventEnvelope:
+    event = _new(EventEnvelope)
+    event.to, event.body, event.headers = to, body, headers
+    return event
+
+
+def reply_event(
+    to: str,
+    body: Any,
+    headers: dict[str, str] | None,
+    status: int,
+    sender: str,
+    cid: str | None,
+    exec_time: float,
+    exception: str | None,
+) -> EventEnvelope:
+    reply = _new(EventEnvelope)
+    reply.to, reply.body, reply.headers, reply.sender, reply.exec_time = (
+        to,
+        body,
+        headers if headers is not None else {},
+        sender,
+        exec_time,
+    )
+    if status != 200:
+        reply.status = status
+    if cid is not None:
+        reply.cid = cid
+    if exception is not None:
+        reply.exception = exception
+    return reply
 
 
 #: every field, in the order the wire format lists them (`sender` is the wire's `from`)

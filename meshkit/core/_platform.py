@@ -377,6 +377,9 @@ class Platform:
 
     def deliver_reply(self, reply: EventEnvelope) -> None:
         """Send a function's reply on its way; a reply that cannot be delivered is logged, not raised."""
+        if reply.to == self.inbox:  # to a request of ours: the usual case, straight to its caller
+            self.resolve_reply(reply)
+            return
         try:
             self.dispatch(reply)
         except AppError as exc:

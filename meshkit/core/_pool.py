@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from meshkit.core._codec import PLAIN, to_plain
 from meshkit.core._context import INLINE, NO_DEADLINE, PROCESS, EventContext, current_event, stamp
-from meshkit.core._envelope import EventEnvelope
+from meshkit.core._envelope import EventEnvelope, reply_event
 from meshkit.core._errors import AppError
 from meshkit.core._functions import FunctionSpec
 from meshkit.core._markers import X_STREAM_IDLE, X_STREAM_WINDOW, X_STREAM_WINDOW_BYTES
@@ -416,15 +416,8 @@ class FunctionPool:
                     result,
                 )
             return None
-        reply = EventEnvelope(
-            event.reply_to,
-            result,
-            headers,
-            status=status,
-            sender=self.spec.route,
-            cid=event.cid,
-            exec_time=elapsed * 1000,
-            exception=exception,
+        reply = reply_event(
+            event.reply_to, result, headers, status, self.spec.route, event.cid, elapsed * 1000, exception
         )
         if event.trace_id is not None:
             reply.trace_id, reply.trace_path = event.trace_id, event.trace_path

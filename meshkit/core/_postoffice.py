@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from meshkit.core._address import Address
 from meshkit.core._context import INLINE, NO_DEADLINE, current_event
-from meshkit.core._envelope import EventEnvelope
+from meshkit.core._envelope import EventEnvelope, request_event
 from meshkit.core._errors import AppError
 from meshkit.core._eventstream import EventStream
 from meshkit.core._platform import Platform, current_platform
@@ -66,7 +66,7 @@ class PostOffice:
             if headers:
                 event.headers.update(headers)
         else:
-            event = EventEnvelope(to, body, dict(headers) if headers else None)
+            event = request_event(to, body, dict(headers) if headers else {})
         if event.sender is None:
             event.sender = self._route
         if event.trace_id is None and self._trace_id is not None:
