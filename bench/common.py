@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import statistics
 import time
@@ -49,6 +50,7 @@ async def measure(
     throughput_calls: int = THROUGHPUT_CALLS,
 ) -> Figure:
     """Warm up, then p50/p99 of sequential calls, then requests/s with 64 callers each awaiting in turn."""
+    gc.collect()  # every figure starts from the same collector state, not the garbage of the one before
     for _ in range(WARM_UP):
         await call()
     latencies = []

@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 from bench.common import IN_FLIGHT, Figure, measure
-from meshkit import AppConfig, EventEnvelope, FunctionRegistry, Platform, PostOffice
+from meshkit import AppConfig, FunctionRegistry, Platform, PostOffice
+from meshkit.core._envelope import reply_event, request_event  # the bus's own, cheapest way to build them
 
 PAYLOAD = b"x" * 200
 
@@ -14,7 +15,8 @@ PAYLOAD = b"x" * 200
 async def floor_figure(*, awaits: bool = False, envelopes: bool = False) -> Figure:
     """The in-process floor; `awaits`: each worker awaits once before it answers (BENCH.md's "in-process,
     awaiting": the floor for a handler that awaits anything); `envelopes`: the call and the worker each build
-    the EventEnvelope a PostOffice.request and its reply are, and nothing else (what the API itself costs)."""
+    the EventEnvelope a PostOffice.request and its reply are, the way the bus builds them, and nothing else
+    (what the API itself costs)."""
     queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] = asyncio.Queue()
 
     async def worker() -> None:
@@ -23,8 +25,8 @@ async def floor_figure(*, awaits: bool = False, envelopes: bool = False) -> Figu
             if awaits:
                 await asyncio.sleep(0)
             if envelopes:
-                request = EventEnvelope(
-                    request.reply_to, request.body, status=200, sender=request.to, cid=request.cid
+                request = reply_event(
+                    request.reply_to, request.body, None, 200, request.to, request.cid, 0.0, None
                 )
             future.set_result(request)
 
@@ -34,7 +36,8 @@ async def floor_figure(*, awaits: bool = False, envelopes: bool = False) -> Figu
     async def call() -> Any:
         future: asyncio.Future[Any] = loop.create_future()
         if envelopes:
-            request = EventEnvelope("bench.echo", PAYLOAD, reply_to="inbox", cid="c")
+            request = request_event("bench.echo", PAYLOAD, {})
+            request.reply_to, request.cid = "inbox", "c"
             queue.put_nowait((request, future))
         else:
             queue.put_nowait((PAYLOAD, future))
