@@ -227,11 +227,24 @@ def _container_port(container: dict[str, Any], port: int | str) -> int:
     raise AssertionError(f"port {port!r} is not a port of container {container['name']}")
 
 
-def test_every_container_serves_on_server_port() -> None:
+def test_every_container_serves_on_server_port_and_apps_on_the_direct_port() -> None:
     server_port = int(_config_map()["SERVER_PORT"])
+    direct_port = int(_config_map()["MESH_DIRECT_PORT"])
     for name, container in _containers():
-        assert [_container_port(container, "http")] == [p["containerPort"] for p in container["ports"]], name
+        declared = [p["containerPort"] for p in container["ports"]]
         assert _container_port(container, "http") == server_port, name
+        if name in APPS:  # the monitor takes no direct links
+            assert _container_port(container, "mesh-direct") == direct_port, name
+            assert declared == [server_port, direct_port], name
+        else:
+            assert declared == [server_port], name
+
+
+def test_the_network_policy_opens_the_ports_the_apps_declare_between_meshkit_pods() -> None:
+    internal = _one("NetworkPolicy", "meshkit-internal")["spec"]
+    opened = {p["port"] for rule in internal["ingress"] for p in rule["ports"]}
+    declared = {p["containerPort"] for _, container in _containers() for p in container["ports"]}
+    assert opened == declared
 
 
 @pytest.mark.parametrize("deployment", [MONITOR, *APPS])
