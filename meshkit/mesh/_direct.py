@@ -116,6 +116,8 @@ class DirectLinks:
         self.failures: dict[str, str] = {}  # peer origin -> why its last dial failed
         self._dialing: dict[str, asyncio.Task[None]] = {}
         self._connecting: set[str] = set()  # peers a dial of ours is connecting to or admitting with now
+        # callers refused once as not yet vouched for (a join outran its vouch here): a repeat is a warning
+        self._unvouched_callers: set[str] = set()
         self._serving: set[asyncio.Task[Any]] = set()
         self.closing = False
         self.sent = 0  # records sent over links that have ended (the open ones count their own)
@@ -314,7 +316,11 @@ class DirectLinks:
                 await socket.send(READY)
         except (Refused, TimeoutError) as exc:
             reason = str(exc) or "no handshake in time"
-            level = logging.INFO if reason == LOWER_WINS else logging.WARNING
+            level = (
+                logging.INFO
+                if reason == LOWER_WINS or self._first_unvouched(caller, reason)
+                else logging.WARNING
+            )
             log.log(level, "Refused a direct connection from %s claiming %s: %s", remote, caller, reason)
             with contextlib.suppress(Exception):
                 await socket.send(refusal(reason))
@@ -324,6 +330,14 @@ class DirectLinks:
             log.warning("A direct connection from %s ended in its handshake: %s", remote, exc)
             return
         await self._serve(caller, socket, dialed=False)
+
+    def _first_unvouched(self, caller: str, reason: str) -> bool:
+        """Whether this refusal is the first of `caller` as not yet vouched for: at start, an app's dial can
+        outrun the monitors' word of it here. Remembered for at most 1,024 callers (then: all warnings)."""
+        if NOT_YET not in reason or caller in self._unvouched_callers or len(self._unvouched_callers) >= 1024:
+            return False
+        self._unvouched_callers.add(caller)
+        return True
 
     async def _serve(self, peer: str, socket: Socket, *, dialed: bool) -> None:
         if isinstance(socket, FramedSocket):

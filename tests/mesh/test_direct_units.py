@@ -337,7 +337,7 @@ def links_of(origin: str, identities: dict[str, Identity], key: str) -> DirectLi
     )
 
 
-async def test_a_dial_refused_until_the_peer_hears_of_us_is_info_once_then_a_warning_and_then_admitted(
+async def test_a_dial_refused_until_the_peer_hears_of_us_is_info_once_then_a_warning_both_sides_then_admitted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     identities = {A: Identity(), B: Identity()}
@@ -353,6 +353,9 @@ async def test_a_dial_refused_until_the_peer_hears_of_us_is_info_once_then_a_war
             assert "not vouched for by a presence monitor (yet)" in caller.failures[B]
             mine = [r for r in caplog.records if "not admitted" in r.getMessage()]
             assert [r.levelno for r in mine] == [expected]
+            # the callee's line for the same refusal: info the first time too, then a warning
+            theirs = [r for r in caplog.records if "Refused a direct connection" in r.getMessage()]
+            assert [r.levelno for r in theirs] == [expected], [r.getMessage() for r in theirs]
         callee.admission.vouched.vouch(A, public_key(identities[A].public_key))
         socket = await caller._open(B, callee.address)
         assert socket is not None  # admitted both ways
