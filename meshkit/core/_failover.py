@@ -97,6 +97,27 @@ class Failover:
             target, sent_at = next_target, time.perf_counter()
             reply = await future
 
+    def resend(self, bus: Bus, request: EventEnvelope, failed: frozenset[str], retries: int) -> str | None:
+        """Send a stream request whose instance left, died, was unreachable or refused before its first
+        segment to another instance, by a request's rules (safe to retry, attempts, the retry budget, its
+        deadline); the instance it went to, or None."""
+        remote = bus.remote
+        if remote is None or retries >= self.policy.attempts or not self._retryable(remote, request, None):
+            return None
+        left = request.time_left()
+        if left is not None and left <= 0:
+            return None
+        target = remote.pick(request.to or "", failed)
+        if target is None or not self.budget.withdraw(asyncio.get_running_loop().time()):
+            return None
+        try:
+            remote.send(target, request)
+        except AppError as exc:
+            log.debug("Stream request %s to %s not sent again: %s", request.cid, target, exc.message)
+            return None
+        self.retries += 1
+        return target
+
     def _retryable(self, remote: RemoteRouter, event: EventEnvelope, idempotent: bool | None) -> bool:
         route = event.to or ""
         if "@" in route:  # addressed to one instance: there is no other to send it to

@@ -110,6 +110,7 @@ class Platform:
             self._targets,
             window=max(1, self.config.get_int("stream.window", DEFAULT_WINDOW)),
             window_bytes=max(1, self.config.get_int("stream.window.bytes", DEFAULT_WINDOW_BYTES)),
+            resend=lambda request, failed, retries: self._failover.resend(self, request, failed, retries),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from meshkit.core._address import Address
 from meshkit.core._envelope import EventEnvelope, new_event_id
@@ -26,11 +27,33 @@ from meshkit.core._outlet import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES, Outlet
 
 log = logging.getLogger("meshkit.streams")
 
+#: (a stream request, the instances it failed at, its retries) -> the instance it went to now, or None: sent
+#: again by the rules of a request's retry (the platform's Failover)
+Resend = Callable[[EventEnvelope, frozenset[str], int], str | None]
+
+
+class Unanswered(NamedTuple):
+    """A stream request sent to another app that has had nothing back yet: it may still go elsewhere."""
+
+    request: EventEnvelope
+    failed: frozenset[str]
+    retries: int
+
 
 class StreamHub:
     """The streams of one platform: `readers` it consumes, `outlets` its functions produce."""
 
-    __slots__ = ("_targets", "inbox", "outlets", "readers", "send", "window", "window_bytes")
+    __slots__ = (
+        "_resend",
+        "_targets",
+        "inbox",
+        "outlets",
+        "readers",
+        "send",
+        "unanswered",
+        "window",
+        "window_bytes",
+    )
 
     def __init__(
         self,
@@ -40,6 +63,7 @@ class StreamHub:
         *,
         window: int = DEFAULT_WINDOW,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
+        resend: Resend | None = None,
     ) -> None:
         self.inbox = inbox
         self.send = dispatch  # segments and controls: raises AppError when the other side cannot be reached
@@ -48,6 +72,8 @@ class StreamHub:
         self.readers: dict[str, Arrivals] = {}
         self.outlets: dict[str, Outlet] = {}
         self._targets = targets  # the platform's: cid -> the remote origin a request of ours went to
+        self._resend = resend
+        self.unanswered: dict[str, Unanswered] = {}  # by cid, until the first segment (or failure) arrives
 
     # -- reading -------------------------------------------------------------------------------------------
     def open(self, event: EventEnvelope, idle: float, submit: Callable[[EventEnvelope], None]) -> LocalStream:
@@ -68,6 +94,9 @@ class StreamHub:
         except AppError as exc:
             refusal = EventEnvelope(status=exc.status, body=exc.message, cid=cid, sender=event.to)
             self.readers[cid].push(refusal)
+        else:
+            if cid in self._targets:  # it went to another app: until it answers, it may go elsewhere
+                self.unanswered[cid] = Unanswered(event, frozenset(), 0)
         return stream
 
     def reader(self, cid: str, route: str | None, idle: float, caller_cid: str | None) -> LocalStream:
@@ -90,6 +119,7 @@ class StreamHub:
 
     def _forget(self, cid: str) -> None:
         self.readers.pop(cid, None)
+        self.unanswered.pop(cid, None)
         if cid in self._targets and cid not in self.outlets:
             self._targets.pop(cid, None)
 
@@ -122,6 +152,12 @@ class StreamHub:
             reader = self.readers.get(cid)
             if reader is None:
                 return False
+            unanswered = self.unanswered.pop(cid, None)
+            # refused before its first segment (overload, or its instance could not be reached): elsewhere
+            if unanswered is not None and event.status == 503:
+                origin = self._targets.get(cid)
+                if origin is not None and self._again(cid, unanswered, origin):
+                    return True
             reader.push(event)
             return True
         outlet = self.outlets.get(cid)
@@ -143,6 +179,9 @@ class StreamHub:
         ended = 0
         for cid, reader in list(self.readers.items()):
             if self._targets.get(cid) == origin:
+                unanswered = self.unanswered.pop(cid, None)
+                if unanswered is not None and self._again(cid, unanswered, origin):
+                    continue  # it had sent nothing yet: another instance takes the stream
                 reader.fail(503, message, exception)
                 ended += 1
         consumer = Address.inbox(origin)
@@ -152,7 +191,23 @@ class StreamHub:
                 ended += 1
         return ended
 
+    def _again(self, cid: str, unanswered: Unanswered, origin: str) -> bool:
+        """Send a stream request that `origin` never answered to another instance, if it is safe to retry
+        (a request's rules: docs/protocol/streams.md#failover); True when it went."""
+        if self._resend is None:
+            return False
+        failed = unanswered.failed | {origin}
+        target = self._resend(unanswered.request, failed, unanswered.retries)
+        if target is None:
+            return False
+        log.debug(
+            "Stream %s to %s sent again to %s: %s gave nothing", cid, unanswered.request.to, target, origin
+        )
+        self.unanswered[cid] = Unanswered(unanswered.request, failed, unanswered.retries + 1)
+        return True
+
     def stop(self, message: str) -> None:
         """The platform stops: the streams it reads end in-band (its outlets end with their pools)."""
+        self.unanswered.clear()
         for reader in list(self.readers.values()):
             reader.fail(503, message)

@@ -16,7 +16,7 @@ import pytest
 
 from meshkit import AppConfig, Platform, PostOffice
 from meshkit.connectors import make_connector
-from meshkit.core import DATA, EXCEPTION, stream_signal
+from meshkit.core import DATA, EOF, EXCEPTION, stream_signal
 from meshkit.devbroker import DevBroker
 from meshkit.mesh import join_mesh
 from tests.support.eventually import eventually
@@ -184,3 +184,40 @@ async def test_the_reader_leaving_the_mesh_stops_the_producer(
     finally:
         await leaving.stop()
         await observer.stop()
+
+
+async def test_a_safe_stream_whose_producer_is_killed_before_its_first_segment_comes_from_the_other(
+    producing_mesh: tuple[Mesh, Node, Node], reader: Platform
+) -> None:
+    """docs/protocol/streams.md#failover, with real processes: SIGKILL before the first segment."""
+    mesh, _, _ = producing_mesh
+    first, second = mesh.app(LATE_APP), mesh.app(LATE_APP)
+    po = PostOffice(reader)
+    try:
+        await eventually(lambda: len(po.search("stream.late")) == 2, timeout=20)
+        stream = asyncio.create_task(_read(po.stream("stream.late", {"first": 1.5}, timeout=10)))
+
+        async def producer() -> Node | None:
+            for node in (first, second):
+                reply = await po.request(f"late.producing@{node.origin}", timeout=5)
+                if reply.body == 1:
+                    return node
+            return None
+
+        doomed = await eventually(producer, timeout=5, what="one instance producing the stream")
+        assert isinstance(doomed, Node)
+        survivor = second if doomed is first else first
+        mesh.kill(doomed)
+        segments = await stream
+        assert [s.body for s in segments[:-1]] == [f"{survivor.origin}:{i}" for i in range(3)], segments
+        assert stream_signal(segments[-1]) == EOF and reader.retries == 1
+    finally:
+        for node in (first, second):
+            node.process.stop()
+
+
+LATE_APP = "tests.apps.late_streams:app"
+
+
+async def _read(stream: Any) -> list[Any]:
+    return [s async for s in stream]

@@ -1,0 +1,117 @@
+"""A stream whose producer is lost before its first segment goes to another instance when it is safe to
+retry (docs/protocol/streams.md#failover), in one process (meshkit.testing.TestMesh: the mesh's own code
+over the memory connector). After its first segment, a stream is its producer's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from meshkit import FunctionRegistry, Platform, PostOffice, current_platform
+from meshkit.core import EOF, EXCEPTION, stream_signal
+from meshkit.testing import TestMesh
+
+
+def producer(
+    *, idempotent: bool, ran: list[str], instances: int = 4, max_queue: int | None = None
+) -> FunctionRegistry:
+    """`stream.slow`: waits `first` seconds, then yields `count` segments naming its app."""
+    registry = FunctionRegistry()
+
+    @registry.route("stream.slow", idempotent=idempotent, instances=instances, max_queue=max_queue)
+    async def slow(body: dict[str, Any]) -> AsyncIterator[str]:
+        name = current_platform().name
+        ran.append(name)
+        await asyncio.sleep(float(body.get("first", 0.3)))
+        for index in range(int(body.get("count", 3))):
+            yield f"{name}:{index}"
+            await asyncio.sleep(float(body.get("between", 0)))
+
+    return registry
+
+
+async def two_producers(
+    mesh: TestMesh, *, idempotent: bool, ran: list[str]
+) -> tuple[Platform, Platform, Platform]:
+    reader = await mesh.app("reader", FunctionRegistry())
+    a = await mesh.app("prod-a", producer(idempotent=idempotent, ran=ran))
+    b = await mesh.app("prod-b", producer(idempotent=idempotent, ran=ran))
+    await mesh.until(lambda: len(PostOffice(reader).search("stream.slow")) == 2, "both producers known")
+    return reader, a, b
+
+
+async def busy_one(*apps: Platform) -> Platform:
+    for _ in range(2000):
+        for app in apps:
+            pool = app.pool("stream.slow")
+            if pool is not None and pool.busy:
+                return app
+        await asyncio.sleep(0.001)
+    raise AssertionError("no producer took the stream")
+
+
+async def read_all(reader: Platform, body: dict[str, Any]) -> list[Any]:
+    return [s async for s in PostOffice(reader).stream("stream.slow", body, timeout=5)]
+
+
+async def test_a_safe_stream_whose_producer_dies_before_its_first_segment_is_served_by_the_other() -> None:
+    ran: list[str] = []
+    async with TestMesh() as mesh:
+        reader, a, b = await two_producers(mesh, idempotent=True, ran=ran)
+        stream = asyncio.create_task(read_all(reader, {"first": 0.3}))
+        victim = await busy_one(a, b)
+        survivor = b if victim is a else a
+        await mesh.stop(victim, drain=False)  # as SIGKILL: it never sends a segment
+        segments = await stream
+        assert [s.body for s in segments[:-1]] == [f"{survivor.name}:{i}" for i in range(3)]
+        assert stream_signal(segments[-1]) == EOF
+        assert sorted(ran) == sorted([victim.name, survivor.name]) and reader.retries == 1
+        assert not reader.streams.readers and not reader.streams.unanswered
+
+
+async def test_a_stream_not_safe_to_retry_fails_fast_and_never_runs_twice() -> None:
+    ran: list[str] = []
+    async with TestMesh() as mesh:
+        reader, a, b = await two_producers(mesh, idempotent=False, ran=ran)
+        started = time.monotonic()
+        stream = asyncio.create_task(read_all(reader, {"first": 0.3}))
+        victim = await busy_one(a, b)
+        await mesh.stop(victim, drain=False)
+        [failure] = await stream
+        assert stream_signal(failure) == EXCEPTION and failure.status == 503
+        assert failure.exception == "PeerLost"
+        assert time.monotonic() - started < 1.0  # at once, not at the 5 s idle allowance
+        assert ran == [victim.name] and reader.retries == 0
+
+
+async def test_a_safe_stream_is_its_producers_after_the_first_segment() -> None:
+    ran: list[str] = []
+    async with TestMesh() as mesh:
+        reader, a, b = await two_producers(mesh, idempotent=True, ran=ran)
+        stream = PostOffice(reader).stream(
+            "stream.slow", {"first": 0, "count": 50, "between": 0.05}, timeout=5
+        )
+        first = await anext(stream)
+        victim = a if first.body.startswith(a.name) else b
+        await mesh.stop(victim, drain=False)
+        rest = [s async for s in stream]
+        assert stream_signal(rest[-1]) == EXCEPTION and rest[-1].exception == "PeerLost"
+        assert all(s.body.startswith(victim.name) for s in rest[:-1])
+        assert ran == [victim.name] and reader.retries == 0
+
+
+async def test_a_stream_refused_for_overload_goes_to_another_instance_when_safe() -> None:
+    ran: list[str] = []
+    async with TestMesh() as mesh:
+        reader = await mesh.app("reader", FunctionRegistry())
+        # one instance and no queue: a second stream while it works is refused with 503
+        small = await mesh.app("prod-small", producer(idempotent=True, ran=ran, instances=1, max_queue=0))
+        large = await mesh.app("prod-large", producer(idempotent=True, ran=ran, instances=50))
+        await mesh.until(lambda: len(PostOffice(reader).search("stream.slow")) == 2, "both producers known")
+        streams = await asyncio.gather(*(read_all(reader, {"first": 0.1, "count": 2}) for _ in range(12)))
+        assert all(stream_signal(s[-1]) == EOF and len(s) == 3 for s in streams), streams
+        by = {s[0].body.partition(":")[0] for s in streams}
+        assert by == {small.name, large.name}
+        assert reader.retries >= 3  # the streams the small instance refused
