@@ -33,6 +33,7 @@ ROOT_API = [
     "Platform",
     "PostOffice",
     "StreamCancelled",
+    "SyncEventStream",
     "SyncPostOffice",
     "__version__",
     "create_app",

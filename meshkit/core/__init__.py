@@ -57,7 +57,7 @@ from meshkit.core._platform import (
     running_platforms,
 )
 from meshkit.core._pool import FunctionPool
-from meshkit.core._postoffice import PostOffice, SyncPostOffice
+from meshkit.core._postoffice import PostOffice, SyncEventStream, SyncPostOffice
 from meshkit.core._seams import EventClient, LocalBus, MeshCounters, RemoteRouter, RoutingView, Span, Tracer
 from meshkit.core._stats import LATENCY_BUCKETS, RouteStats
 from meshkit.core._time import elapsed_text, iso_utc_ms, utc_now_iso
@@ -100,6 +100,7 @@ __all__ = [
     "Span",
     "StreamCancelled",
     "StreamData",
+    "SyncEventStream",
     "SyncPostOffice",
     "Tracer",
     "bin_header",

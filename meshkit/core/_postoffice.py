@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from types import TracebackType
 from typing import Any, TypeVar
 
 from meshkit.core._address import Address
 from meshkit.core._context import INLINE, NO_DEADLINE, current_event
 from meshkit.core._envelope import EventEnvelope, request_event
 from meshkit.core._errors import AppError
-from meshkit.core._eventstream import EventStream
+from meshkit.core._eventstream import EventStream, StreamData
 from meshkit.core._platform import Platform, current_platform
 from meshkit.core._seams import EventClient
 
@@ -216,7 +217,9 @@ class SyncPostOffice:
         except RuntimeError:
             running = None
         if running is loop:
-            raise RuntimeError("PostOffice.sync blocks: use 'await po.request(...)' on the event loop")
+            raise RuntimeError(
+                "PostOffice.sync blocks: use 'await po.request(...)' (or 'po.stream(...)') on the event loop"
+            )
         return loop
 
     def _run(self, loop: asyncio.AbstractEventLoop, call: Coroutine[Any, Any, T], timeout: float) -> T:
@@ -255,3 +258,67 @@ class SyncPostOffice:
         self, events: Sequence[EventEnvelope | str], *, timeout: float = 10.0
     ) -> list[EventEnvelope]:
         return self._run(self._loop(), self._po.request_all(events, timeout=timeout), timeout)
+
+    def stream(
+        self,
+        to: str | EventEnvelope,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+        endpoint: str | None = None,
+    ) -> SyncEventStream:
+        """`PostOffice.stream` for a worker thread: ``for segment in po.sync.stream(...)``, or
+        ``with po.sync.stream(...) as segments``; `.data()` gives the data alone, `close()` stops it."""
+        loop = self._loop()
+
+        async def open_stream() -> EventStream:
+            return self._po.stream(to, body, headers, timeout=timeout, endpoint=endpoint)
+
+        return SyncEventStream(loop, self._run(loop, open_stream(), timeout), timeout)
+
+
+_END = object()  # the async iterator ended
+
+
+class SyncEventStream:
+    """An EventStream read from a worker thread: each segment is awaited on the platform's loop."""
+
+    __slots__ = ("_idle", "_loop", "_stream")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: EventStream, idle: float) -> None:
+        self._loop, self._stream, self._idle = loop, stream, idle
+
+    def __iter__(self) -> Iterator[EventEnvelope]:
+        return _blocking(self._loop, self._stream, self._idle)
+
+    def data(self) -> Iterator[Any]:
+        """The data of the segments, in order; AppError(status, message) if the stream fails."""
+        return _blocking(self._loop, StreamData(self._stream), self._idle)
+
+    def close(self) -> None:
+        """Stop reading: the producer stops too."""
+        asyncio.run_coroutine_threadsafe(self._stream.aclose(), self._loop).result(self._idle + 1.0)
+
+    def __enter__(self) -> SyncEventStream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _blocking(loop: asyncio.AbstractEventLoop, source: AsyncIterator[T], idle: float) -> Iterator[T]:
+    async def step() -> Any:
+        try:
+            return await anext(source)
+        except StopAsyncIteration:
+            return _END
+
+    while True:
+        # the stream itself ends in-band (408) past its idle allowance: the margin is for a busy loop
+        item = asyncio.run_coroutine_threadsafe(step(), loop).result(idle + 1.0)
+        if item is _END:
+            return
+        yield item

@@ -438,3 +438,59 @@ async def test_big_segments_under_the_default_window_flow_without_waiting_out_th
         await stream.aclose()
     assert [stream_signal(s) for s in segments] == [DATA] * 500
     assert streaming.STATE["peak_outstanding"] <= 64
+
+
+# -- from a plain `def` handler: the blocking bridge ---------------------------------------------------------
+readers = FunctionRegistry()
+
+
+@readers.route("sync.reads")
+def sync_reads(body: dict[str, Any]) -> list[Any]:
+    """Reads the stream `body` names from its worker thread: each segment's marker and body."""
+    with PostOffice().sync.stream(body["route"], body.get("body"), timeout=5) as segments:
+        return [[stream_signal(s), s.body] for s in segments]
+
+
+@readers.route("sync.data")
+def sync_data(body: dict[str, Any]) -> list[Any]:
+    return list(PostOffice().sync.stream(body["route"], body.get("body"), timeout=5).data())
+
+
+@readers.route("sync.breaks")
+def sync_breaks(body: dict[str, Any]) -> list[Any]:
+    taken = []
+    with PostOffice().sync.stream("stream.endless", timeout=5) as segments:
+        for segment in segments:
+            taken.append(segment.body)
+            if len(taken) == body["after"]:
+                break  # leaving the `with` stops the producer
+    return taken
+
+
+async def test_a_plain_def_handler_reads_a_stream_through_the_sync_bridge() -> None:
+    async with running_platform(functions=[*streaming.functions, *readers]) as platform:
+        po = PostOffice(platform)
+        reply = await po.request("sync.reads", {"route": "stream.count", "body": {"count": 5}}, timeout=10)
+        assert reply.status == 200, reply.body
+        assert reply.body == [[DATA, f"{n:08d}"] for n in range(5)] + [[EOF, None]]
+        data = await po.request("sync.data", {"route": "stream.count", "body": {"count": 3}}, timeout=10)
+        assert data.body == ["00000000", "00000001", "00000002"]
+
+
+async def test_a_failing_stream_raises_its_error_in_the_thread_and_a_break_stops_the_producer() -> None:
+    async with running_platform(functions=[*streaming.functions, *readers]) as platform:
+        po = PostOffice(platform)
+        failed = await po.request(
+            "sync.data", {"route": "stream.fail", "body": {"before": 2, "status": 409}}, timeout=10
+        )
+        assert failed.status == 409 and "the producer failed" in failed.body
+        taken = await po.request("sync.breaks", {"after": 10}, timeout=10)
+        assert taken.status == 200 and taken.body == list(range(10))
+        await eventually(lambda: streaming.STATE["stopped"] == 1)
+        assert not platform.streams.outlets and not platform.streams.readers
+
+
+async def test_the_sync_stream_refuses_to_block_the_event_loop() -> None:
+    async with running_platform(functions=streaming.functions) as platform:
+        with pytest.raises(RuntimeError, match=r"use 'await po\.request"):
+            PostOffice(platform).sync.stream("stream.count", {"count": 1})
