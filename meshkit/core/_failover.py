@@ -10,6 +10,7 @@ from typing import Protocol
 
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
+from meshkit.core._replies import PendingReplies
 from meshkit.core._retry import RetryBudget, RetryPolicy
 from meshkit.core._seams import RemoteRouter
 
@@ -26,18 +27,11 @@ class Bus(Protocol):
 
 
 class Failover:
-    """The retries of one platform's requests: `pending` and `deadlines` are the platform's own (cid ->
-    the future a reply resolves, cid -> its deadline entry), shared so that a retry waits like a request."""
+    """The retries of one platform's requests: `replies` are the platform's own, so that a retry waits for
+    its reply (and its deadline) as the request did."""
 
-    def __init__(
-        self,
-        pending: dict[str, asyncio.Future[EventEnvelope]],
-        deadlines: dict[str, tuple[float, str | None, float]],
-        policy: RetryPolicy,
-        budget: RetryBudget,
-    ) -> None:
-        self._pending = pending
-        self._deadlines = deadlines
+    def __init__(self, replies: PendingReplies, policy: RetryPolicy, budget: RetryBudget) -> None:
+        self._replies = replies
         self.policy = policy
         self.budget = budget
         self.retries = 0  # requests sent again to another instance
@@ -85,12 +79,11 @@ class Failover:
             retries += 1
             self.retries += 1
             log.debug("Request %s to %s sent again to %s: %s", cid, event.to, next_target, reply.body)
-            future: asyncio.Future[EventEnvelope] = loop.create_future()
-            self._pending[cid] = future
+            future = self._replies.again(cid)
             try:
                 remote.send(next_target, event)  # type: ignore[union-attr]
             except AppError as exc:
-                self._pending.pop(cid, None)
+                self._replies.futures.pop(cid, None)
                 reply = EventEnvelope(bus.inbox, exc.message, status=503, cid=cid, exception=PEER_LOST)
                 target = next_target
                 continue
@@ -140,14 +133,12 @@ class Failover:
         if left is None or left <= delay + 0.002:
             return None
         await asyncio.sleep(delay)
-        if cid not in self._deadlines:  # the deadline passed meanwhile
+        if not self._replies.within_deadline(cid):  # the deadline passed meanwhile
             raise TimeoutError(f"Route {route} timeout while waiting to send it again")
         return remote.pick(route)
 
     async def _rearm(self, loop: asyncio.AbstractEventLoop, cid: str, event: EventEnvelope) -> EventEnvelope:
         """Wait again for the reply of a request that is still out there."""
-        if cid not in self._deadlines:
+        if not self._replies.within_deadline(cid):
             raise TimeoutError(f"Route {event.to} timeout")
-        future: asyncio.Future[EventEnvelope] = loop.create_future()
-        self._pending[cid] = future
-        return await future
+        return await self._replies.again(cid)

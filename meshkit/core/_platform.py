@@ -21,6 +21,7 @@ from meshkit.core._failover import PEER_LOST, STALLED, Failover
 from meshkit.core._functions import FunctionSpec, Handler, default_registry, make_spec
 from meshkit.core._outlet import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES
 from meshkit.core._pool import FunctionPool
+from meshkit.core._replies import PendingReplies
 from meshkit.core._retry import RetryPolicy, budget_from_config
 from meshkit.core._seams import EventClient, RemoteRouter, Tracer
 from meshkit.core._streamhub import StreamHub
@@ -88,11 +89,7 @@ class Platform:
         self.event_client: EventClient | None = None
         self._declared = list(functions) if functions is not None else list(default_registry)
         self._pools: dict[str, FunctionPool] = {}
-        self._pending: dict[str, asyncio.Future[EventEnvelope]] = {}
-        self._deadlines: dict[str, tuple[float, str | None, float]] = {}
-        self._targets: dict[str, str] = {}  # pending request -> the remote origin it went to
-        self._sweep_at: float | None = None
-        self._sweep_handle: asyncio.TimerHandle | None = None
+        self.replies = PendingReplies()  # the requests of ours that await a reply
         self._loop: asyncio.AbstractEventLoop | None = None
         self._route_listeners: list[RouteListener] = []
         self._replaced: list[FunctionPool] = []  # pools replace() took a route from: they finish their events
@@ -102,12 +99,12 @@ class Platform:
         self.draining = False
         self.retry = RetryPolicy.from_config(self.config)
         self.retry_budget = budget_from_config(self.config)
-        self._failover = Failover(self._pending, self._deadlines, self.retry, self.retry_budget)
+        self._failover = Failover(self.replies, self.retry, self.retry_budget)
         self.late_replies = 0  # replies that came after their caller stopped waiting: dropped
         self.streams = StreamHub(
             self.inbox,
             self.dispatch,
-            self._targets,
+            self.replies.targets,
             window=max(1, self.config.get_int("stream.window", DEFAULT_WINDOW)),
             window_bytes=max(1, self.config.get_int("stream.window.bytes", DEFAULT_WINDOW_BYTES)),
             resend=lambda request, failed, retries: self._failover.resend(self, request, failed, retries),
@@ -157,15 +154,8 @@ class Platform:
         pools, self._pools = [*self._pools.values(), *self._replaced], {}
         self._replaced.clear()
         await asyncio.gather(*(pool.stop() for pool in pools))
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(AppError(503, f"{self.name} is shutting down"))
-        self._pending.clear()
+        self.replies.stop(f"{self.name} is shutting down")
         self.streams.stop(f"{self.name} is shutting down")
-        self._deadlines.clear()
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-            self._sweep_handle = self._sweep_at = None
         if self._loop is not None:
             PROCESS.count(-1)
         if _current is self:
@@ -422,30 +412,23 @@ class Platform:
         else:
             cid = event.cid = new_event_id()
             self.dispatch(event, external=external)
-        loop = self.loop
-        future: asyncio.Future[EventEnvelope] = loop.create_future()
-        self._pending[cid] = future
-        deadline = loop.time() + timeout
-        self._deadlines[cid] = (deadline, event.to, timeout)
-        if self._sweep_at is None or deadline < self._sweep_at:
-            self._schedule_sweep(deadline)
+        replies = self.replies
+        future = replies.expect(self.loop, cid, event.to, timeout)
         try:
             reply = await future
-            target = self._targets.get(cid)
+            target = replies.targets.get(cid)
             if target is not None:  # it went to another app
                 if reply.status == 503:  # it left, died, was unreachable, refused or stalled: failover
                     reply = await self._failover.settle(self, event, cid, target, reply, idempotent, started)
                 elif self.remote is not None:  # the usual answer: no coroutine for it
                     self.remote.outcome(target, event.to or "", reply.status, time.perf_counter() - started)
         except TimeoutError:
-            target = self._targets.get(cid)
+            target = replies.targets.get(cid)
             if target is not None and self.remote is not None:
                 self.remote.outcome(target, event.to or "", None, time.perf_counter() - started)
             raise
         finally:
-            self._pending.pop(cid, None)
-            self._deadlines.pop(cid, None)
-            self._targets.pop(cid, None)
+            replies.done(cid)
             event.cid = caller_cid
         reply.round_trip = (time.perf_counter() - started) * 1000
         reply.cid = caller_cid
@@ -464,15 +447,16 @@ class Platform:
         """Remember where a pending request of ours went, so it can fail at once if that app leaves."""
         cid = event.cid
         if cid is not None and event.reply_to == self.inbox:
-            if cid not in self._targets:  # a first attempt: it earns the retry budget its share
+            targets = self.replies.targets
+            if cid not in targets:  # a first attempt: it earns the retry budget its share
                 self.retry_budget.deposit(self.loop.time())
-            self._targets[cid] = origin
+            targets[cid] = origin
 
     def fail_requests_to(self, origin: str, message: str, *, stalled: bool = False) -> int:
         """Answer every pending request sent to `origin` with a 503 now, rather than at its timeout: it left
         or died, or (`stalled`) it was taken out of rotation. Each is sent again if safe to retry; a stalled
         one that is not keeps waiting for its reply."""
-        doomed = [cid for cid, target in self._targets.items() if target == origin and cid in self._pending]
+        doomed = self.replies.sent_to(origin)
         exception = STALLED if stalled else PEER_LOST
         for cid in doomed:
             self.resolve_reply(EventEnvelope(self.inbox, message, status=503, cid=cid, exception=exception))
@@ -482,49 +466,23 @@ class Platform:
 
     def waiting(self, cid: str) -> bool:
         """Whether a request of ours with this cid still awaits its reply."""
-        return cid in self._pending
+        return self.replies.waiting(cid)
 
     def fail_requests(self, cids: Iterable[str], message: str, *, streams_with: str | None = None) -> int:
         """Answer the pending requests among `cids` with a 503 now (the way they went broke; each is sent
         again if safe to retry), and end the streams with `streams_with`; how many ended."""
-        doomed = [cid for cid in cids if cid in self._pending and cid in self._targets]
+        doomed = self.replies.sent_elsewhere(cids)
         for cid in doomed:
             self.resolve_reply(EventEnvelope(self.inbox, message, status=503, cid=cid, exception=PEER_LOST))
         if streams_with is None:
             return len(doomed)
         return len(doomed) + self.streams.peer_gone(streams_with, message, PEER_LOST)
 
-    # One timer for every pending request, not one each: cheaper than call_later + cancel per request.
-    def _schedule_sweep(self, when: float) -> None:
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-        self._sweep_at = when
-        self._sweep_handle = self.loop.call_at(when, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweep_handle = self._sweep_at = None
-        now = self.loop.time()
-        expired = [(cid, entry) for cid, entry in self._deadlines.items() if entry[0] <= now]
-        for cid, (_, route, timeout) in expired:
-            del self._deadlines[cid]
-            future = self._pending.pop(cid, None)
-            if future is not None and not future.done():
-                future.set_exception(TimeoutError(f"Route {route} timeout for {timeout:g} s"))
-        if self._deadlines:
-            # sweep no more often than every 5 ms however spread the deadlines are
-            earliest = min(entry[0] for entry in self._deadlines.values())
-            self._schedule_sweep(max(earliest, now + 0.005))
-
     def resolve_reply(self, reply: EventEnvelope) -> None:
         """Hand a reply to the request waiting for it (a late or unknown one is dropped)."""
-        future = self._pending.pop(reply.cid, None) if reply.cid is not None else None
-        if future is None:
-            if self.streams.arrive(reply):  # a stream's segment, credit or cancel
-                return
+        if not self.replies.resolve(reply) and not self.streams.arrive(reply):  # a stream's, if not a reply
             self.late_replies += 1
             log.debug("Late or unknown reply %s from %s dropped", reply.cid, reply.sender)
-        elif not future.done():
-            future.set_result(reply)
 
     def route_exists(self, route: str) -> bool:
         if route in self._pools:

@@ -84,7 +84,7 @@ async def test_a_caller_that_times_out_leaves_the_handler_to_finish_and_free_its
         # the instance is free again: the next call runs and answers
         assert (await po.request("slow.fn", 2, timeout=2)).body == 2
         assert pool.busy == 0 and pool.handled == 2
-        assert not platform._pending and not platform._deadlines
+        assert not platform.replies.futures and not platform.replies.deadlines
 
 
 @pytest.mark.parametrize("how", ["future", "futures", "yields"])
@@ -107,7 +107,7 @@ async def test_a_cancelled_caller_never_cancels_the_handler(how: str) -> None:
             await asyncio.wait_for(po.request("slow.fn", 3, timeout=5), 0.05)
         await eventually(lambda: pool.busy == 0, what="the third finishing")
         assert seen[-1] == "finished 3" and not any(s.startswith("cancelled") for s in seen)
-        assert not platform._pending and not platform._deadlines
+        assert not platform.replies.futures and not platform.replies.deadlines
 
 
 @pytest.mark.parametrize("when", ["before", "after one await", "after many awaits"])
@@ -310,7 +310,7 @@ async def test_nested_awaiting_requests_and_a_caller_cancelled_while_the_inner_o
         await eventually(lambda: outer_pool.busy == inner_pool.busy == 0, what="both finishing")
         assert seen == ["inner 0.001", "outer got 0.002", "inner 0.2", "outer got 0.4"]
         assert platform.late_replies == 1  # the outer one's; the inner one reached its (detached) caller
-        assert not platform._pending and not platform._deadlines
+        assert not platform.replies.futures and not platform.replies.deadlines
 
 
 async def test_an_inner_request_times_out_inside_a_handler_that_awaited_first() -> None:
