@@ -208,13 +208,14 @@ class PresenceMonitor:
     def _on_message(self, session: Session, origin: str, message: Mapping[str, Any]) -> None:
         if message.get("type") == "websocket.disconnect":
             raise WebSocketDisconnect(int(message.get("code") or 1000))
-        session.last_seen = time.monotonic()
         try:
             data = json.loads(message.get("text") or "")
             if isinstance(data, dict) and data.get("type") == "drain":
+                session.last_seen = time.monotonic()
                 self._drain(origin)
                 return
             if isinstance(data, dict) and data.get("type") == "card":
+                session.last_seen = time.monotonic()
                 self._new_card(session, origin, data)
                 return
             if (
@@ -225,9 +226,10 @@ class PresenceMonitor:
                 or not 0 <= data["seq"] < 2**53
             ):
                 raise ValueError("not a keep-alive")
-        except ValueError:
+        except ValueError:  # not a sign of life: a client that sends only this is dropped at the timeout
             log.warning("Ignored a malformed presence message from %s", origin)
             return
+        session.last_seen = time.monotonic()
         session.seq, session.updated = data["seq"], _now()
 
     def _drain(self, origin: str) -> None:

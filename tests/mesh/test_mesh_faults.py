@@ -381,6 +381,27 @@ def test_the_apps_of_a_hung_monitor_move_to_the_other_monitor(mesh: Mesh) -> Non
 # --- bad input ----------------------------------------------------------------------------------------------
 
 
+async def test_a_session_that_sends_only_garbage_is_dropped_at_the_keep_alive_timeout(mesh: Mesh) -> None:
+    """A malformed message is no sign of life: only a keep-alive (or a drain, a card) keeps a session."""
+    monitor = mesh.monitor({"presence.timeout": "2"})
+    fake = new_origin()
+    async with connect(f"{monitor.presence_url}/{fake}", open_timeout=5, close_timeout=2) as ws:
+        await ws.send(hello())
+        ready = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert ready["type"] == "ready", ready
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            while time.monotonic() - started < 15:
+                await ws.send("garbage")
+                await asyncio.sleep(0.2)
+                await ws.send('{"type": "alive", "seq": "not a number"}')
+                await asyncio.sleep(0.2)
+        dropped_after = time.monotonic() - started
+        assert ws.close_code == 4000, ws.close_code
+    assert 2 <= dropped_after < 10, dropped_after
+    await asyncio.to_thread(monitor.wait_for_log, f"Member {fake} sent no keep-alive", 5)
+
+
 async def test_bad_input_is_refused_or_skipped_and_the_mesh_keeps_serving(mesh: Mesh) -> None:
     monitor = mesh.monitor()
     rest = mesh.app(REST_APP)
