@@ -401,6 +401,8 @@ class Platform:
         if pool is not None and not (external and pool.spec.private):
             if pool.spec.allow is not None and external:
                 self._check_caller(pool.spec.route, pool.spec.allow, event)
+            if pool.answers_inline:  # its reply comes straight to a future: no correlation id needed
+                return await self._call_here(pool, event, timeout, started)
             reply = pool.submit(event, inline=True)  # the caller awaits: the first step may run now
             if reply is not None:  # it answered in its first step: no correlation id needed
                 reply.round_trip = (time.perf_counter() - started) * 1000
@@ -432,6 +434,25 @@ class Platform:
             event.cid = caller_cid
         reply.round_trip = (time.perf_counter() - started) * 1000
         reply.cid = caller_cid
+        return reply
+
+    async def _call_here(
+        self, pool: FunctionPool, event: EventEnvelope, timeout: float, started: float
+    ) -> EventEnvelope:
+        """A request to an async function of this app: its first step may run now (the caller awaits), and
+        a reply made on a later turn comes straight to the future this awaits."""
+        loop = self.loop
+        awaited: asyncio.Future[EventEnvelope] = loop.create_future()
+        reply = pool.submit(event, inline=True, awaited=awaited)
+        if reply is None:
+            replies = self.replies
+            replies.expect_local(loop, awaited, event.to, timeout)
+            try:
+                reply = await awaited
+            finally:
+                replies.local.pop(awaited, None)  # the sweep or a stop may have taken it
+        reply.round_trip = (time.perf_counter() - started) * 1000
+        reply.cid = event.cid  # the caller's own, untouched on this path
         return reply
 
     def stream(self, event: EventEnvelope, idle: float, *, external: bool = False) -> EventStream:

@@ -36,6 +36,7 @@ from meshkit.core._worker import Body, Worker
 log = logging.getLogger("meshkit.worker")
 
 Deliver = Callable[[EventEnvelope], None]  # sends a reply on its way (the platform's deliver_reply)
+Awaited = asyncio.Future[EventEnvelope]  # a caller in this process awaits the reply: it goes straight there
 
 
 class FunctionPool:
@@ -86,7 +87,8 @@ class FunctionPool:
         self.expired = 0  # events whose deadline passed before they could run: answered 408, never run
         self.max_queue = max_queue
         self._deliver = deliver
-        self._backlog: deque[tuple[EventEnvelope, float]] = deque()  # with the time of arrival
+        # with the time of arrival, and the future of a caller here that awaits the reply
+        self._backlog: deque[tuple[EventEnvelope, float, Awaited | None]] = deque()
         self._free = list(range(spec.instances, 0, -1))  # instance numbers not in use
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: set[Worker] = set()  # the tasks async executions run in (meshkit.core._worker)
@@ -106,6 +108,11 @@ class FunctionPool:
         )
 
     @property
+    def answers_inline(self) -> bool:
+        """An async, non-streaming function: a caller here may await its reply as a future (`submit`)."""
+        return self._inline
+
+    @property
     def queue_depth(self) -> int:
         return len(self._backlog)
 
@@ -120,23 +127,25 @@ class FunctionPool:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- scheduling ----------------------------------------------------------------------------------------
-    def submit(self, event: EventEnvelope, *, inline: bool = False) -> EventEnvelope | None:
+    def submit(
+        self, event: EventEnvelope, *, inline: bool = False, awaited: Awaited | None = None
+    ) -> EventEnvelope | None:
         """Start the event now if an instance is free, else queue it (AppError 503 when the queue is full).
 
         `inline`: the caller lets an async handler's first step run right here, in the handler's worker task
         (a request it awaits, or an event from the network, which arrives in a loop callback, not inside
         another handler). This is the one place that decides whether an event runs inline; a handler that
         finishes in its first step returns its reply, with no loop turn. Otherwise the reply goes to
-        `reply_to`.
+        `awaited` (a caller in this process, when `answers_inline`), else to `reply_to`.
         """
         if event.trace_id is not None:
             stamp(event)  # the sender's span and route, while its context is the current one
         if self.busy < self.spec.instances:
             if self._inline:
-                return self._begin(event, None, inline)
+                return self._begin(event, None, inline, awaited)
             self._spawn(self._run(event, self._acquire()))
         elif len(self._backlog) < self.max_queue:
-            self._backlog.append((event, time.perf_counter()))
+            self._backlog.append((event, time.perf_counter(), awaited))
         else:
             self.refused += 1
             raise AppError(503, f"Route {self.spec.route} is busy: {len(self._backlog)} events waiting")
@@ -151,9 +160,9 @@ class FunctionPool:
         self.busy -= 1
         self.handled += 1
         if self._backlog:
-            event, arrived = self._backlog.popleft()
+            event, arrived, awaited = self._backlog.popleft()
             if self._inline:
-                self._begin(event, arrived, False)
+                self._begin(event, arrived, False, awaited)
             else:
                 self._spawn(self._run(event, self._acquire(), arrived))
 
@@ -172,16 +181,18 @@ class FunctionPool:
         finally:
             self._release(instance)
 
-    def _begin(self, event: EventEnvelope, arrived: float | None, inline: bool) -> EventEnvelope | None:
+    def _begin(
+        self, event: EventEnvelope, arrived: float | None, inline: bool, awaited: Awaited | None
+    ) -> EventEnvelope | None:
         """Start an async handler's execution in a worker task (meshkit.core._worker). `inline`: its first
         step runs now if a worker is parked, and a reply it gives there is returned here; any other reply
-        goes to `event.reply_to`."""
+        goes to `awaited`, or else to `event.reply_to`."""
         started = time.perf_counter()
         if event.deadline is not None and started > event.deadline:
             reply = self._expired(event, arrived or started)
             if inline or reply is None:
                 return reply
-            self._deliver(reply)
+            self._answer(reply, awaited)
             return None
         instance = self._acquire()
         context = contextvars.copy_context()
@@ -189,7 +200,8 @@ class FunctionPool:
         if idle:
             worker = idle.pop()
             if inline and worker.parked:
-                finished, reply = worker.begin(self._steps(event, instance, started, arrived, True), context)
+                execution = self._steps(event, instance, started, arrived, True, awaited)
+                finished, reply = worker.begin(execution, context)
                 if finished:
                     idle.append(worker)
                     return reply  # type: ignore[no-any-return]
@@ -197,8 +209,19 @@ class FunctionPool:
         else:
             worker = Worker(asyncio.get_running_loop(), self._worker_done)
             self._workers.add(worker)
-        worker.assign(self._steps(event, instance, started, arrived, False), context)
+        worker.assign(self._steps(event, instance, started, arrived, False, awaited), context)
         return None
+
+    def _answer(self, reply: EventEnvelope, awaited: Awaited | None) -> None:
+        """Send a reply made on a later turn to its caller: the future it awaits here, else `reply.to`."""
+        if awaited is not None:
+            if not awaited.done():
+                awaited.set_result(reply)
+                return
+            reply.cid = (
+                None  # its caller stopped waiting: the platform counts it late, and it matches nothing
+            )
+        self._deliver(reply)
 
     def _worker_done(self, worker: Worker, serving: bool) -> bool:
         """A worker's execution ended: it waits for the next one, or ends (cancelled, or enough are idle)."""
@@ -209,7 +232,13 @@ class FunctionPool:
         return False
 
     def _steps(
-        self, event: EventEnvelope, instance: int, started: float, arrived: float | None, inline: bool
+        self,
+        event: EventEnvelope,
+        instance: int,
+        started: float,
+        arrived: float | None,
+        inline: bool,
+        awaited: Awaited | None,
     ) -> Body:
         """One execution of an async handler, driven step by step so that each step runs with its event's
         deadline (INLINE), in its own context. Returns the reply if it is `inline` and ended in its first
@@ -256,7 +285,7 @@ class FunctionPool:
             return reply
         if reply is not None:
             try:
-                self._deliver(reply)
+                self._answer(reply, awaited)
             except Exception:  # a bug in reply delivery must not take the task down unseen
                 log.exception("Unable to complete event %s for %s", event.id, self.spec.route)
         return None

@@ -18,14 +18,15 @@ class PendingReplies:
     One timer sweeps every deadline, not one each: cheaper than call_later and cancel per request.
     """
 
-    __slots__ = ("_loop", "_sweep_at", "_sweep_handle", "deadlines", "futures", "targets")
+    __slots__ = ("_loop", "_sweep_at", "_sweep_handle", "deadlines", "futures", "local", "targets")
 
     def __init__(self) -> None:
         self.futures: dict[str, asyncio.Future[EventEnvelope]] = {}
         self.deadlines: dict[str, Deadline] = {}
-        self.targets: dict[
-            str, str
-        ] = {}  # cid -> the remote origin the request went to (the last, if retried)
+        # cid -> the remote origin the request went to (the last, if retried)
+        self.targets: dict[str, str] = {}
+        # a request to a function here, whose reply comes straight to its future (no cid): its deadline
+        self.local: dict[asyncio.Future[EventEnvelope], Deadline] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweep_at: float | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -42,6 +43,20 @@ class PendingReplies:
         if self._sweep_at is None or deadline < self._sweep_at:
             self._schedule_sweep(deadline)
         return future
+
+    def expect_local(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[EventEnvelope],
+        route: str | None,
+        timeout: float,
+    ) -> None:
+        """`future` (a reply from a function here) fails with TimeoutError `timeout` seconds from now."""
+        self._loop = loop
+        deadline = loop.time() + timeout
+        self.local[future] = (deadline, route, timeout)
+        if self._sweep_at is None or deadline < self._sweep_at:
+            self._schedule_sweep(deadline)
 
     def again(self, cid: str) -> asyncio.Future[EventEnvelope]:
         """A new future for `cid`, within its deadline (a request sent again, or waited for again)."""
@@ -82,11 +97,12 @@ class PendingReplies:
 
     def stop(self, message: str) -> None:
         """The platform stops: every request waiting fails with a 503."""
-        for future in self.futures.values():
+        for future in (*self.futures.values(), *self.local):
             if not future.done():
                 future.set_exception(AppError(503, message))
         self.futures.clear()
         self.deadlines.clear()
+        self.local.clear()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
         self._sweep_handle = self._sweep_at = None
@@ -108,7 +124,11 @@ class PendingReplies:
             future = self.futures.pop(cid, None)
             if future is not None and not future.done():
                 future.set_exception(TimeoutError(f"Route {route} timeout for {timeout:g} s"))
-        if self.deadlines:
+        for awaited, (_, route, timeout) in [(f, e) for f, e in self.local.items() if e[0] <= now]:
+            del self.local[awaited]
+            if not awaited.done():
+                awaited.set_exception(TimeoutError(f"Route {route} timeout for {timeout:g} s"))
+        if self.deadlines or self.local:
             # sweep no more often than every 5 ms however spread the deadlines are
-            earliest = min(entry[0] for entry in self.deadlines.values())
+            earliest = min(entry[0] for entry in (*self.deadlines.values(), *self.local.values()))
             self._schedule_sweep(max(earliest, now + 0.005))

@@ -149,3 +149,20 @@ async def test_the_default_post_office_needs_a_running_platform() -> None:
         PostOffice()
     async with running_platform(registry) as platform:
         assert PostOffice().platform is platform
+
+
+async def test_a_request_to_a_function_here_leaves_nothing_pending_and_fails_503_at_stop() -> None:
+    async with running_platform(registry) as platform:
+        po = PostOffice(platform)
+        replies = await asyncio.gather(*(po.request("demo.sleep", 0.01) for _ in range(100)))
+        assert {r.status for r in replies} == {200}
+        assert not platform.replies.local and not platform.replies.futures
+        with pytest.raises(TimeoutError):
+            await po.request("demo.sleep", 0.5, timeout=0.05)
+        assert not platform.replies.local
+        waiting = asyncio.create_task(po.request("demo.sleep", 5.0, timeout=10))
+        await asyncio.sleep(0.05)
+        assert len(platform.replies.local) == 1
+    with pytest.raises(AppError) as stopped:
+        await waiting
+    assert stopped.value.status == 503

@@ -58,3 +58,21 @@ async def test_a_request_sent_again_waits_on_a_new_future_within_its_first_deadl
     with pytest.raises(TimeoutError):  # the deadline it was given at first still holds
         await second
     replies.stop("done")
+
+
+async def test_a_local_reply_future_times_out_alone_and_fails_at_stop() -> None:
+    replies = PendingReplies()
+    loop = asyncio.get_running_loop()
+    short: asyncio.Future[EventEnvelope] = loop.create_future()
+    kept: asyncio.Future[EventEnvelope] = loop.create_future()
+    replies.expect_local(loop, short, "r.here", 0.05)
+    replies.expect_local(loop, kept, "r.kept", 5)
+    remote = replies.expect(loop, "c", "r.remote", 5)
+    with pytest.raises(TimeoutError, match=r"Route r\.here timeout for 0\.05 s"):
+        await short
+    assert list(replies.local) == [kept] and not kept.done() and not remote.done()
+    replies.stop("stopping")
+    for future in (kept, remote):
+        with pytest.raises(AppError, match="stopping"):
+            await future
+    assert not replies.local and not replies.futures
