@@ -403,13 +403,9 @@ class Platform:
                 self._check_caller(pool.spec.route, pool.spec.allow, event)
             if pool.answers_inline:  # its reply comes straight to a future: no correlation id needed
                 return await self._call_here(pool, event, timeout, started)
-            reply = pool.submit(event, inline=True)  # the caller awaits: the first step may run now
-            if reply is not None:  # it answered in its first step: no correlation id needed
-                reply.round_trip = (time.perf_counter() - started) * 1000
-                reply.cid = caller_cid
-                return reply
-            # queued, or the handler awaits something: its reply, made on a later turn, takes this cid and
-            # arrives through the inbox like any other
+            # a plain `def` handler or a stream, run on a later turn: its reply takes this cid and arrives
+            # through the inbox like any other
+            pool.submit(event)
             cid = event.cid = new_event_id()
         else:
             cid = event.cid = new_event_id()
