@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._replies import PendingReplies
 from meshkit.core._retry import RetryBudget, RetryPolicy
 from meshkit.core._seams import RemoteRouter
+
+if TYPE_CHECKING:
+    from meshkit.core._streamhub import Unanswered
 
 log = logging.getLogger("meshkit.platform")
 
@@ -90,12 +93,18 @@ class Failover:
             target, sent_at = next_target, time.perf_counter()
             reply = await future
 
-    def resend(self, bus: Bus, request: EventEnvelope, failed: frozenset[str], retries: int) -> str | None:
+    def resend(
+        self, bus: Bus, request: EventEnvelope, failed: frozenset[str], tried: Unanswered
+    ) -> str | None:
         """Send a stream request whose instance left, died, was unreachable or refused before its first
         segment to another instance, by a request's rules (safe to retry, attempts, the retry budget, its
         deadline); the instance it went to, or None."""
         remote = bus.remote
-        if remote is None or retries >= self.policy.attempts or not self._retryable(remote, request, None):
+        if (
+            remote is None
+            or tried.retries >= self.policy.attempts
+            or not self._retryable(remote, request, tried.idempotent)
+        ):
             return None
         left = request.time_left()
         if left is not None and left <= 0:

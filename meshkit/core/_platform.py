@@ -107,7 +107,7 @@ class Platform:
             self.replies.targets,
             window=max(1, self.config.get_int("stream.window", DEFAULT_WINDOW)),
             window_bytes=max(1, self.config.get_int("stream.window.bytes", DEFAULT_WINDOW_BYTES)),
-            resend=lambda request, failed, retries: self._failover.resend(self, request, failed, retries),
+            resend=lambda request, failed, tried: self._failover.resend(self, request, failed, tried),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -451,14 +451,22 @@ class Platform:
         reply.cid = event.cid  # the caller's own, untouched on this path
         return reply
 
-    def stream(self, event: EventEnvelope, idle: float, *, external: bool = False) -> EventStream:
+    def stream(
+        self,
+        event: EventEnvelope,
+        idle: float,
+        *,
+        external: bool = False,
+        idempotent: bool | None = None,
+    ) -> EventStream:
         """Send `event` as a stream request and return its stream (`idle`: the allowance between segments,
-        in seconds); `external`: from outside the process (private functions refuse it)."""
+        in seconds); `external`: from outside the process (private functions refuse it); `idempotent`: the
+        caller's say on its failover before the first segment (None: the route's declaration)."""
 
         def submit(request: EventEnvelope) -> None:
             self.dispatch(request, external=external)
 
-        return self.streams.open(event, idle, submit)
+        return self.streams.open(event, idle, submit, idempotent=idempotent)
 
     def note_target(self, event: EventEnvelope, origin: str) -> None:
         """Remember where a pending request of ours went, so it can fail at once if that app leaves."""

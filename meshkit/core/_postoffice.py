@@ -150,6 +150,7 @@ class PostOffice:
         *,
         timeout: float = 10.0,
         endpoint: str | None = None,
+        idempotent: bool | None = None,
     ) -> EventStream:
         """Call a streaming function and read its segments as they come::
 
@@ -162,6 +163,8 @@ class PostOffice:
         in-band with its status; so does an unknown route, as the stream's one envelope. Stopping early
         (`break`, `aclose()`, `async with`, cancellation) stops the producer. A function that does not
         stream yields its one reply. `stream.data()` gives the data alone, raising AppError on failure.
+        `idempotent`: whether the stream may go to another instance if its instance is lost before its first
+        segment (None: as the route's owner declared it; docs/protocol/streams.md#failover).
         """
         event = self._event(to, body, headers)
         if INLINE.deadline is not None or self._deadline is not None:  # inside a function
@@ -170,7 +173,7 @@ class PostOffice:
         if endpoint is not None:
             client = self._event_client()
             return client.stream(endpoint, event, timeout)
-        return self._platform.stream(event, timeout)
+        return self._platform.stream(event, timeout, idempotent=idempotent)
 
     async def request_all(
         self, events: Sequence[EventEnvelope | str], *, timeout: float = 10.0
@@ -267,13 +270,16 @@ class SyncPostOffice:
         *,
         timeout: float = 10.0,
         endpoint: str | None = None,
+        idempotent: bool | None = None,
     ) -> SyncEventStream:
         """`PostOffice.stream` for a worker thread: ``for segment in po.sync.stream(...)``, or
         ``with po.sync.stream(...) as segments``; `.data()` gives the data alone, `close()` stops it."""
         loop = self._loop()
 
         async def open_stream() -> EventStream:
-            return self._po.stream(to, body, headers, timeout=timeout, endpoint=endpoint)
+            return self._po.stream(
+                to, body, headers, timeout=timeout, endpoint=endpoint, idempotent=idempotent
+            )
 
         return SyncEventStream(loop, self._run(loop, open_stream(), timeout), timeout)
 

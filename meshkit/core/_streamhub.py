@@ -27,9 +27,9 @@ from meshkit.core._outlet import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES, Outlet
 
 log = logging.getLogger("meshkit.streams")
 
-#: (a stream request, the instances it failed at, its retries) -> the instance it went to now, or None: sent
-#: again by the rules of a request's retry (the platform's Failover)
-Resend = Callable[[EventEnvelope, frozenset[str], int], str | None]
+#: (a stream request, the instances it failed at, what was tried) -> the instance it went to now, or None:
+#: sent again by the rules of a request's retry (the platform's Failover)
+Resend = Callable[[EventEnvelope, frozenset[str], "Unanswered"], str | None]
 
 
 class Unanswered(NamedTuple):
@@ -38,6 +38,7 @@ class Unanswered(NamedTuple):
     request: EventEnvelope
     failed: frozenset[str]
     retries: int
+    idempotent: bool | None  # the caller's say (None: the route's declaration)
 
 
 class StreamHub:
@@ -76,9 +77,17 @@ class StreamHub:
         self.unanswered: dict[str, Unanswered] = {}  # by cid, until the first segment (or failure) arrives
 
     # -- reading -------------------------------------------------------------------------------------------
-    def open(self, event: EventEnvelope, idle: float, submit: Callable[[EventEnvelope], None]) -> LocalStream:
+    def open(
+        self,
+        event: EventEnvelope,
+        idle: float,
+        submit: Callable[[EventEnvelope], None],
+        *,
+        idempotent: bool | None = None,
+    ) -> LocalStream:
         """Send a stream request and return the stream its segments arrive on; a refusal (an unknown route,
-        a full queue) arrives in-band as its one reply."""
+        a full queue) arrives in-band as its one reply. `idempotent`: whether it may go to another instance
+        before its first segment (None: as its route is declared)."""
         caller_cid = event.cid
         cid = event.cid = new_event_id()
         event.reply_to = self.inbox
@@ -96,7 +105,7 @@ class StreamHub:
             self.readers[cid].push(refusal)
         else:
             if cid in self._targets:  # it went to another app: until it answers, it may go elsewhere
-                self.unanswered[cid] = Unanswered(event, frozenset(), 0)
+                self.unanswered[cid] = Unanswered(event, frozenset(), 0, idempotent)
         return stream
 
     def reader(self, cid: str, route: str | None, idle: float, caller_cid: str | None) -> LocalStream:
@@ -197,13 +206,13 @@ class StreamHub:
         if self._resend is None:
             return False
         failed = unanswered.failed | {origin}
-        target = self._resend(unanswered.request, failed, unanswered.retries)
+        target = self._resend(unanswered.request, failed, unanswered)
         if target is None:
             return False
         log.debug(
             "Stream %s to %s sent again to %s: %s gave nothing", cid, unanswered.request.to, target, origin
         )
-        self.unanswered[cid] = Unanswered(unanswered.request, failed, unanswered.retries + 1)
+        self.unanswered[cid] = unanswered._replace(failed=failed, retries=unanswered.retries + 1)
         return True
 
     def stop(self, message: str) -> None:

@@ -115,3 +115,25 @@ async def test_a_stream_refused_for_overload_goes_to_another_instance_when_safe(
         by = {s[0].body.partition(":")[0] for s in streams}
         assert by == {small.name, large.name}
         assert reader.retries >= 3  # the streams the small instance refused
+
+
+async def test_the_caller_may_say_per_stream_whether_it_is_safe_to_retry() -> None:
+    async with TestMesh() as mesh:
+        for declared, asked, retried in ((False, True, True), (True, False, False)):
+            ran: list[str] = []
+            reader, a, b = await two_producers(mesh, idempotent=declared, ran=ran)
+            po = PostOffice(reader)
+
+            async def read(po: PostOffice, asked: bool) -> list[Any]:
+                return [
+                    s async for s in po.stream("stream.slow", {"first": 0.3}, timeout=5, idempotent=asked)
+                ]
+
+            stream = asyncio.create_task(read(po, asked))
+            await mesh.stop(await busy_one(a, b), drain=False)
+            segments = await stream
+            assert (stream_signal(segments[-1]) == EOF) is retried, segments
+            assert len(ran) == (2 if retried else 1)
+            for app in (reader, a, b):
+                if app.running:
+                    await mesh.stop(app)
