@@ -490,6 +490,17 @@ async def test_a_failing_stream_raises_its_error_in_the_thread_and_a_break_stops
         assert not platform.streams.outlets and not platform.streams.readers
 
 
+async def test_a_sync_stream_of_an_unknown_route_is_its_one_404_and_data_raises_it() -> None:
+    async with running_platform(functions=[*streaming.functions, *readers]) as platform:
+        po = PostOffice(platform)
+        reply = await po.request("sync.reads", {"route": "no.such.route"}, timeout=10)
+        assert reply.status == 200 and len(reply.body) == 1, reply.body
+        [[marker, body]] = reply.body
+        assert marker is None and "no.such.route" in str(body)
+        failed = await po.request("sync.data", {"route": "no.such.route"}, timeout=10)
+        assert failed.status == 404 and "no.such.route" in failed.body
+
+
 async def test_the_sync_stream_refuses_to_block_the_event_loop() -> None:
     async with running_platform(functions=streaming.functions) as platform:
         with pytest.raises(RuntimeError, match=r"use 'await po\.request"):
