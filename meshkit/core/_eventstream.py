@@ -164,7 +164,6 @@ class LocalStream(EventStream):
         "_streaming",
         "_taken",
         "_taken_bytes",
-        "cid",
         "idle",
         "route",
     )
@@ -178,7 +177,6 @@ class LocalStream(EventStream):
         forget: Callable[[str], None],
         caller_cid: str | None,
     ) -> None:
-        self.cid = arrivals.cid
         self.route = arrivals.route
         self.idle = idle
         self._arrivals = arrivals
@@ -192,6 +190,11 @@ class LocalStream(EventStream):
         self._idle_until: float | None = None  # when the wait for the next segment began, + idle
         self._expected = 0  # the number the next numbered segment must carry
         self._credited = False  # credit was just granted
+
+    @property
+    def cid(self) -> str:
+        """The stream's cid now: a stream sent again to another instance gets a new one (streamhub)."""
+        return self._arrivals.cid
 
     async def __anext__(self) -> EventEnvelope:
         segment = await self.within(None)

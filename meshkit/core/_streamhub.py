@@ -110,7 +110,7 @@ class StreamHub:
 
     def reader(self, cid: str, route: str | None, idle: float, caller_cid: str | None) -> LocalStream:
         def control(kind: str, segments: int) -> None:
-            self._control(cid, kind, segments)
+            self._control(arrivals.cid, kind, segments)  # its cid now: failover gives it a new one
 
         arrivals = self.readers[cid] = Arrivals(cid, route, self.window, self.window_bytes, control)
         return LocalStream(arrivals, idle=idle, control=control, forget=self._forget, caller_cid=caller_cid)
@@ -203,16 +203,25 @@ class StreamHub:
     def _again(self, cid: str, unanswered: Unanswered, origin: str) -> bool:
         """Send a stream request that `origin` never answered to another instance, if it is safe to retry
         (a request's rules: docs/protocol/streams.md#failover); True when it went."""
-        if self._resend is None:
+        reader = self.readers.get(cid)
+        if self._resend is None or reader is None:
             return False
-        failed = unanswered.failed | {origin}
-        target = self._resend(unanswered.request, failed, unanswered)
+        request, failed = unanswered.request, unanswered.failed | {origin}
+        # a cid of its own: the first producer may live on (a lost link, a false death) and its segments,
+        # under the old cid, must not mix with the new one's
+        fresh = request.cid = new_event_id()
+        target = self._resend(request, failed, unanswered)
         if target is None:
+            request.cid = cid
             return False
         log.debug(
-            "Stream %s to %s sent again to %s: %s gave nothing", cid, unanswered.request.to, target, origin
+            "Stream %s to %s sent again to %s as %s: %s gave nothing", cid, request.to, target, fresh, origin
         )
-        self.unanswered[cid] = unanswered._replace(failed=failed, retries=unanswered.retries + 1)
+        self._control(cid, CANCEL, 0)  # best effort, to the first producer's app
+        del self.readers[cid]
+        reader.cid = fresh
+        self.readers[fresh] = reader
+        self.unanswered[fresh] = unanswered._replace(failed=failed, retries=unanswered.retries + 1)
         return True
 
     def stop(self, message: str) -> None:

@@ -137,3 +137,23 @@ async def test_the_caller_may_say_per_stream_whether_it_is_safe_to_retry() -> No
             for app in (reader, a, b):
                 if app.running:
                     await mesh.stop(app)
+
+
+async def test_a_stream_sent_again_while_its_first_producer_lives_reads_only_the_second() -> None:
+    """The way to the first producer broke (its direct link, say) but it lives on and goes on producing, over
+    the broker: the stream sent again has a cid of its own, so the reader never mixes the two, and the first
+    is told to stop."""
+    ran: list[str] = []
+    async with TestMesh() as mesh:
+        reader, a, b = await two_producers(mesh, idempotent=True, ran=ran)
+        stream = asyncio.create_task(read_all(reader, {"first": 0.3, "count": 5}))
+        first = await busy_one(a, b)
+        second = b if first is a else a
+        # what a lost link does: the streams that went that way fail over (meshkit.mesh, Node._link_lost)
+        reader.fail_requests([], "the link broke", streams_with=first.origin)
+        segments = await stream
+        assert [s.body for s in segments[:-1]] == [f"{second.name}:{i}" for i in range(5)], segments
+        assert stream_signal(segments[-1]) == EOF and reader.retries == 1
+        assert sorted(ran) == sorted([first.name, second.name])
+        await mesh.until(lambda: not first.streams.outlets, "the first producer stopped")
+        assert not reader.streams.readers and not reader.streams.unanswered
