@@ -210,8 +210,10 @@ class StreamHub:
         # a cid of its own: the first producer may live on (a lost link, a false death) and its segments,
         # under the old cid, must not mix with the new one's
         fresh = request.cid = new_event_id()
+        self._targets[fresh] = origin  # a retry, not a first attempt: it earns no retry budget (note_target)
         target = self._resend(request, failed, unanswered)
         if target is None:
+            self._targets.pop(fresh, None)
             request.cid = cid
             return False
         log.debug(

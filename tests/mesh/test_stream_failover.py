@@ -150,7 +150,10 @@ async def test_a_stream_sent_again_while_its_first_producer_lives_reads_only_the
         first = await busy_one(a, b)
         second = b if first is a else a
         # what a lost link does: the streams that went that way fail over (meshkit.mesh, Node._link_lost)
+        budget = reader.retry_budget
+        deposits = sum(budget._requests)
         reader.fail_requests([], "the link broke", streams_with=first.origin)
+        assert sum(budget._requests) == deposits  # a retry earns the budget nothing, as for a request
         segments = await stream
         assert [s.body for s in segments[:-1]] == [f"{second.name}:{i}" for i in range(5)], segments
         assert stream_signal(segments[-1]) == EOF and reader.retries == 1
