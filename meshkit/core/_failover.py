@@ -94,11 +94,18 @@ class Failover:
             reply = await future
 
     def resend(
-        self, bus: Bus, request: EventEnvelope, failed: frozenset[str], tried: Unanswered
+        self,
+        bus: Bus,
+        request: EventEnvelope,
+        failed: frozenset[str],
+        tried: Unanswered,
+        *,
+        alive: bool = False,
     ) -> str | None:
         """Send a stream request whose instance left, died, was unreachable or refused before its first
         segment to another instance, by a request's rules (safe to retry, attempts, the retry budget, its
-        deadline); the instance it went to, or None."""
+        deadline); the instance it went to, or None. `alive`: the way to the last one broke, not the
+        instance: with no other, it may take the stream again the other way (over the broker)."""
         remote = bus.remote
         if (
             remote is None
@@ -110,6 +117,8 @@ class Failover:
         if left is not None and left <= 0:
             return None
         target = remote.pick(request.to or "", failed)
+        if target is None and alive:
+            target = remote.pick(request.to or "")
         if target is None or not self.budget.withdraw(asyncio.get_running_loop().time()):
             return None
         try:

@@ -107,7 +107,9 @@ class Platform:
             self.replies.targets,
             window=max(1, self.config.get_int("stream.window", DEFAULT_WINDOW)),
             window_bytes=max(1, self.config.get_int("stream.window.bytes", DEFAULT_WINDOW_BYTES)),
-            resend=lambda request, failed, tried: self._failover.resend(self, request, failed, tried),
+            resend=lambda request, failed, tried, alive: self._failover.resend(
+                self, request, failed, tried, alive=alive
+            ),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -501,7 +503,7 @@ class Platform:
             self.resolve_reply(EventEnvelope(self.inbox, message, status=503, cid=cid, exception=PEER_LOST))
         if streams_with is None:
             return len(doomed)
-        return len(doomed) + self.streams.peer_gone(streams_with, message, PEER_LOST)
+        return len(doomed) + self.streams.peer_gone(streams_with, message, PEER_LOST, alive=True)
 
     def resolve_reply(self, reply: EventEnvelope) -> None:
         """Hand a reply to the request waiting for it (a late or unknown one is dropped)."""

@@ -27,9 +27,9 @@ from meshkit.core._outlet import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES, Outlet
 
 log = logging.getLogger("meshkit.streams")
 
-#: (a stream request, the instances it failed at, what was tried) -> the instance it went to now, or None:
-#: sent again by the rules of a request's retry (the platform's Failover)
-Resend = Callable[[EventEnvelope, frozenset[str], "Unanswered"], str | None]
+#: (a stream request, the instances it failed at, what was tried, whether the last of them lives on) -> the
+#: instance it went to now, or None: sent again by the rules of a request's retry (the platform's Failover)
+Resend = Callable[[EventEnvelope, frozenset[str], "Unanswered", bool], str | None]
 
 
 class Unanswered(NamedTuple):
@@ -183,13 +183,14 @@ class StreamHub:
             log.warning("Stream control %r for %s dropped: unknown", control, cid)
         return True
 
-    def peer_gone(self, origin: str, message: str, exception: str) -> int:
-        """`origin` left the mesh: the streams it produced for us fail, those we produce for it stop."""
+    def peer_gone(self, origin: str, message: str, exception: str, *, alive: bool = False) -> int:
+        """`origin` left the mesh (or, `alive`, the way to it broke): the streams it produced for us fail,
+        those we produce for it stop. One that had nothing from it yet may go elsewhere (`_again`)."""
         ended = 0
         for cid, reader in list(self.readers.items()):
             if self._targets.get(cid) == origin:
                 unanswered = self.unanswered.pop(cid, None)
-                if unanswered is not None and self._again(cid, unanswered, origin):
+                if unanswered is not None and self._again(cid, unanswered, origin, alive):
                     continue  # it had sent nothing yet: another instance takes the stream
                 reader.fail(503, message, exception)
                 ended += 1
@@ -200,7 +201,7 @@ class StreamHub:
                 ended += 1
         return ended
 
-    def _again(self, cid: str, unanswered: Unanswered, origin: str) -> bool:
+    def _again(self, cid: str, unanswered: Unanswered, origin: str, alive: bool = False) -> bool:
         """Send a stream request that `origin` never answered to another instance, if it is safe to retry
         (a request's rules: docs/protocol/streams.md#failover); True when it went."""
         reader = self.readers.get(cid)
@@ -211,7 +212,7 @@ class StreamHub:
         # under the old cid, must not mix with the new one's
         fresh = request.cid = new_event_id()
         self._targets[fresh] = origin  # a retry, not a first attempt: it earns no retry budget (note_target)
-        target = self._resend(request, failed, unanswered)
+        target = self._resend(request, failed, unanswered, alive)
         if target is None:
             self._targets.pop(fresh, None)
             request.cid = cid

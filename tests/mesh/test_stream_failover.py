@@ -160,3 +160,20 @@ async def test_a_stream_sent_again_while_its_first_producer_lives_reads_only_the
         assert sorted(ran) == sorted([first.name, second.name])
         await mesh.until(lambda: not first.streams.outlets, "the first producer stopped")
         assert not reader.streams.readers and not reader.streams.unanswered
+
+
+async def test_a_safe_stream_whose_only_producer_lost_its_link_is_taken_again_the_other_way() -> None:
+    """The way to the one producer broke, not the producer: with no other instance, the stream goes to it
+    again (under a new cid, over the broker), as a request would."""
+    ran: list[str] = []
+    async with TestMesh() as mesh:
+        reader = await mesh.app("reader", FunctionRegistry())
+        only = await mesh.app("prod-only", producer(idempotent=True, ran=ran))
+        await mesh.until(lambda: PostOffice(reader).exists("stream.slow"), "the producer known")
+        stream = asyncio.create_task(read_all(reader, {"first": 0.3, "count": 3}))
+        await busy_one(only)
+        reader.fail_requests([], "the link broke", streams_with=only.origin)
+        segments = await stream
+        assert [s.body for s in segments[:-1]] == [f"{only.name}:{i}" for i in range(3)], segments
+        assert stream_signal(segments[-1]) == EOF and reader.retries == 1 and ran == [only.name] * 2
+        await mesh.until(lambda: not only.streams.outlets, "both executions ended")
