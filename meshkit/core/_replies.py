@@ -35,13 +35,9 @@ class PendingReplies:
         self, loop: asyncio.AbstractEventLoop, cid: str, route: str | None, timeout: float
     ) -> asyncio.Future[EventEnvelope]:
         """The future the reply to `cid` resolves; it fails with TimeoutError `timeout` seconds from now."""
-        self._loop = loop
         future: asyncio.Future[EventEnvelope] = loop.create_future()
         self.futures[cid] = future
-        deadline = loop.time() + timeout
-        self.deadlines[cid] = (deadline, route, timeout)
-        if self._sweep_at is None or deadline < self._sweep_at:
-            self._schedule_sweep(deadline)
+        self.deadlines[cid] = self._deadline(loop, route, timeout)
         return future
 
     def expect_local(
@@ -52,11 +48,15 @@ class PendingReplies:
         timeout: float,
     ) -> None:
         """`future` (a reply from a function here) fails with TimeoutError `timeout` seconds from now."""
+        self.local[future] = self._deadline(loop, route, timeout)
+
+    def _deadline(self, loop: asyncio.AbstractEventLoop, route: str | None, timeout: float) -> Deadline:
+        """The deadline entry `timeout` seconds from now, the sweep brought forward to it if need be."""
         self._loop = loop
-        deadline = loop.time() + timeout
-        self.local[future] = (deadline, route, timeout)
-        if self._sweep_at is None or deadline < self._sweep_at:
-            self._schedule_sweep(deadline)
+        when = loop.time() + timeout
+        if self._sweep_at is None or when < self._sweep_at:
+            self._schedule_sweep(when)
+        return (when, route, timeout)
 
     def again(self, cid: str) -> asyncio.Future[EventEnvelope]:
         """A new future for `cid`, within its deadline (a request sent again, or waited for again)."""
@@ -118,17 +118,17 @@ class PendingReplies:
         assert self._loop is not None
         self._sweep_handle = self._sweep_at = None
         now = self._loop.time()
-        expired = [(cid, entry) for cid, entry in self.deadlines.items() if entry[0] <= now]
-        for cid, (_, route, timeout) in expired:
-            del self.deadlines[cid]
-            future = self.futures.pop(cid, None)
-            if future is not None and not future.done():
-                future.set_exception(TimeoutError(f"Route {route} timeout for {timeout:g} s"))
-        for awaited, (_, route, timeout) in [(f, e) for f, e in self.local.items() if e[0] <= now]:
-            del self.local[awaited]
-            if not awaited.done():
-                awaited.set_exception(TimeoutError(f"Route {route} timeout for {timeout:g} s"))
+        for cid in [cid for cid, entry in self.deadlines.items() if entry[0] <= now]:
+            _expire(self.futures.pop(cid, None), self.deadlines.pop(cid))
+        for awaited in [future for future, entry in self.local.items() if entry[0] <= now]:
+            _expire(awaited, self.local.pop(awaited))
         if self.deadlines or self.local:
             # sweep no more often than every 5 ms however spread the deadlines are
             earliest = min(entry[0] for entry in (*self.deadlines.values(), *self.local.values()))
             self._schedule_sweep(max(earliest, now + 0.005))
+
+
+def _expire(future: asyncio.Future[EventEnvelope] | None, entry: Deadline) -> None:
+    if future is not None and not future.done():
+        _, route, timeout = entry
+        future.set_exception(TimeoutError(f"Route {route} timeout for {timeout:g} s"))
