@@ -27,8 +27,8 @@ class _LazyId:
     def __get__(self, event: EventEnvelope | None, owner: type[EventEnvelope]) -> str:
         if event is None:  # the class itself: FIELDS and dataclass-like tools look it up
             return ""
-        event.__dict__["id"] = drawn = new_event_id()
-        return drawn
+        # setdefault, one step under the GIL: two threads drawing at once both get the one that was kept
+        return event.__dict__.setdefault("id", new_event_id())  # type: ignore[no-any-return]
 
 
 class EventEnvelope:

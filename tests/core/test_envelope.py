@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshkit import EventEnvelope, decode, encode
+from meshkit.core import _envelope
 from meshkit.core._codec import pack
 from meshkit.core._envelope import FIELDS, reply_event, request_event
 
@@ -15,6 +16,25 @@ def test_an_id_is_drawn_once_when_first_read_and_differs_between_events() -> Non
     assert first.id == first.id
     assert first.id and second.id and first.id != second.id
     assert vars(first)["id"] == first.id
+
+
+def test_two_readers_drawing_a_new_events_id_at_once_both_get_the_one_it_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event = EventEnvelope("a.b")
+    seen: list[str] = []
+    draw = _envelope.new_event_id
+    calls = iter(range(2))
+
+    def interleaved() -> str:  # another thread reads the id between this draw and its store
+        drawn = draw()
+        if next(calls, 1) == 0:
+            seen.append(event.id)
+        return drawn
+
+    monkeypatch.setattr(_envelope, "new_event_id", interleaved)
+    first = event.id
+    assert seen == [first] and event.id == first
 
 
 def test_an_id_given_or_set_is_kept() -> None:
