@@ -1,10 +1,12 @@
 """A function's executions: at most `instances` at a time, the rest waiting in arrival order.
 
-There are no idle worker tasks. An event starts at once while the function has a free instance, otherwise it
-waits in the backlog. Every execution has a task of its own from its first line, so asyncio's and anyio's
-timeouts and task groups in a handler belong to the handler. A request to a local `async def` function (and
-an event from the network) starts that task eagerly (meshkit.core._eager): its first step runs at once, and a
-handler that answers in it hands its reply straight back, with no loop turn and no inbox round trip.
+An event starts at once while the function has a free instance, otherwise it waits in the backlog, and an
+event whose deadline passed there is answered 408 and never run. An `async def` handler runs in a worker task
+(meshkit.core._worker), reused from one execution to the next, so asyncio's and anyio's timeouts and task
+groups in a handler belong to the handler. A request to a local `async def` function (and an event from the
+network) runs its first step at once: a handler that answers in it hands its reply straight back, with no
+loop turn and no inbox round trip. A plain `def` handler runs in one of the function's own threads, and a
+streaming one in a task that feeds its outlet. What an execution answers is made in meshkit.core._outcome.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from meshkit.core._codec import PLAIN, to_plain
 from meshkit.core._context import INLINE, NO_DEADLINE, PROCESS, EventContext, current_event, stamp
-from meshkit.core._envelope import EventEnvelope, reply_event
+from meshkit.core._envelope import EventEnvelope
 from meshkit.core._errors import AppError
 from meshkit.core._functions import FunctionSpec
 from meshkit.core._markers import X_STREAM_IDLE, X_STREAM_WINDOW, X_STREAM_WINDOW_BYTES
+from meshkit.core._outcome import expired_reply, failure_of, make_reply
 from meshkit.core._outlet import Outlet
 from meshkit.core._producer import refusal, run_stream, stream_terms
 from meshkit.core._seams import Span, Tracer
@@ -274,9 +274,9 @@ class FunctionPool:
                 except BaseException as exc:  # cancellation and friends go to the handler, as with an await
                     thrown = exc
         except Exception as exc:
-            reply = self._reply(event, started, *self._failure(event, exc), span)
+            reply = make_reply(self.spec.route, self.stats, event, started, *self._failure(event, exc), span)
         else:
-            reply = self._reply(event, started, 200, result, None, span)
+            reply = make_reply(self.spec.route, self.stats, event, started, 200, result, None, span)
         finally:
             if span is not None:
                 span.detach()
@@ -336,13 +336,13 @@ class FunctionPool:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self._executor, context.run, self.spec.handler, *args)
         except Exception as exc:
-            return self._reply(event, started, *self._failure(event, exc), span)
+            return make_reply(self.spec.route, self.stats, event, started, *self._failure(event, exc), span)
         finally:
             if token is not None:
                 current_event.reset(token)
                 if span is not None:
                     span.detach()
-        return self._reply(event, started, 200, result, None, span)
+        return make_reply(self.spec.route, self.stats, event, started, 200, result, None, span)
 
     async def _stream(
         self, event: EventEnvelope, instance: int, arrived: float | None
@@ -354,12 +354,14 @@ class FunctionPool:
         terms = stream_terms(event)
         hub = self._streams
         if terms is None or hub is None:  # asked for one reply: the engines' 406, and it never runs
-            return self._reply(event, started, 406, refusal(self.spec.route), "StreamRequired")
+            return make_reply(
+                self.spec.route, self.stats, event, started, 406, refusal(self.spec.route), "StreamRequired"
+            )
         window, window_bytes, idle = terms
         try:
             arguments = self._arguments(event, instance)
         except Exception as exc:  # a body its model refuses: one error reply, before any segment
-            return self._reply(event, started, *self._failure(event, exc))
+            return make_reply(self.spec.route, self.stats, event, started, *self._failure(event, exc))
         outlet = Outlet(
             hub.sender(event),
             event,
@@ -393,67 +395,7 @@ class FunctionPool:
     def _expired(self, event: EventEnvelope, arrived: float) -> EventEnvelope | None:
         """An event whose caller stopped waiting before it could run: never run, answered 408, counted."""
         self.expired += 1
-        now = time.perf_counter()
-        late = (now - event.deadline) * 1000 if event.deadline is not None else 0.0
-        waited = (now - arrived) * 1000
-        log.debug("%s expired %.0f ms before it could run (waited %.0f ms)", self.spec.route, late, waited)
-        if event.reply_to is None:
-            return None
-        message = f"Route {self.spec.route}: the deadline passed {late:.0f} ms before it could run"
-        return EventEnvelope(
-            event.reply_to, message, status=408, sender=self.spec.route, cid=event.cid, exception="Expired"
-        )
+        return expired_reply(self.spec.route, event, arrived)
 
     def _failure(self, event: EventEnvelope, exc: BaseException) -> tuple[int, Any, str]:
-        if isinstance(exc, AppError):
-            return exc.status, exc.message, "AppError"
-        if isinstance(exc, ValidationError):
-            return 400, _validation_message(self.spec.body_model, exc), "ValidationError"
-        if not isinstance(exc, Exception):  # cancellation, KeyboardInterrupt: not ours to swallow
-            raise exc
-        log.warning("%s failed on event %s: %s", self.spec.route, event.id, exc, exc_info=exc)
-        return 500, str(exc) or type(exc).__name__, type(exc).__name__
-
-    def _reply(
-        self,
-        event: EventEnvelope,
-        started: float,
-        status: int,
-        result: Any,
-        exception: str | None,
-        span: Span | None = None,
-    ) -> EventEnvelope | None:
-        headers = None
-        if type(result) is EventEnvelope:
-            status, headers, result = result.status, result.headers or None, result.body
-        if not isinstance(result, PLAIN):  # a model or a datetime: plain data, as on the wire
-            try:
-                result = to_plain(result)
-            except ValueError as exc:
-                status, result, exception = 500, f"Unable to serialize the result: {exc}", "CodecError"
-        elapsed = time.perf_counter() - started
-        self.stats.observe(elapsed, status)
-        if span is not None:
-            span.end(status, elapsed, result)
-        if event.reply_to is None:
-            if status >= 400:
-                log.warning(
-                    "%s returned %d for drop-and-forget event %s: %s",
-                    self.spec.route,
-                    status,
-                    event.id,
-                    result,
-                )
-            return None
-        reply = reply_event(
-            event.reply_to, result, headers, status, self.spec.route, event.cid, elapsed * 1000, exception
-        )
-        if event.trace_id is not None:
-            reply.trace_id, reply.trace_path = event.trace_id, event.trace_path
-        return reply
-
-
-def _validation_message(model: type[BaseModel] | None, exc: ValidationError) -> str:
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-    name = model.__name__ if model is not None else "body"
-    return f"Invalid {name}: {problems}"
+        return failure_of(self.spec.route, self.spec.body_model, event, exc)
