@@ -4,6 +4,7 @@ It imports nothing of FastAPI, Starlette, prometheus-client, the mesh or any con
 plugged in through the protocols of `_seams.py` (RemoteRouter, LocalBus, Tracer, EventClient).
 """
 
+from meshkit.core._access import NOT_PROVEN
 from meshkit.core._address import Address
 from meshkit.core._codec import (
     Buffer,
@@ -49,7 +50,6 @@ from meshkit.core._markers import (
 )
 from meshkit.core._outlet import StreamCancelled
 from meshkit.core._platform import (
-    NOT_PROVEN,
     Platform,
     RouteListener,
     current_platform,

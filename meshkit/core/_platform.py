@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from meshkit.config import AppConfig
+from meshkit.core._access import check_caller
 from meshkit.core._address import Address
 from meshkit.core._context import PROCESS, current_event
 from meshkit.core._drain import DEFAULT_DRAIN_TIMEOUT, Drain
@@ -27,7 +28,6 @@ from meshkit.core._seams import EventClient, RemoteRouter, Tracer
 from meshkit.core._streamhub import StreamHub
 
 log = logging.getLogger("meshkit.platform")
-NOT_PROVEN = "the caller is not proven"  # in the 403 of a route that takes only some apps (access.md)
 
 
 def new_origin() -> str:
@@ -320,7 +320,7 @@ class Platform:
 
     def _submit(self, pool: FunctionPool, event: EventEnvelope, external: bool) -> None:
         if pool.spec.allow is not None and external:
-            self._check_caller(pool.spec.route, pool.spec.allow, event)
+            check_caller(self.name, pool.spec.route, pool.spec.allow, event)
         # an event from outside arrives in a loop callback, not inside another handler: it may run inline
         reply = pool.submit(event, inline=external)
         if reply is not None:
@@ -352,21 +352,6 @@ class Platform:
         if target is None:
             raise AppError(404, f"Route {route} not found")
         self.remote.send(target, event)  # type: ignore[union-attr]
-
-    def _check_caller(self, route: str, allow: frozenset[str], event: EventEnvelope) -> None:
-        """403 for a caller from outside that `allow` does not name (docs/protocol/access.md), and a line
-        naming it; its own app (any instance) may always call."""
-        if event.caller in allow or (event.caller is not None and event.caller == self.name):
-            return
-        allowed = ", ".join(sorted(allow)) or "no app"
-        if event.caller is None:
-            who = f"an unproven caller ({event.sender or 'no sender'}, {event.reply_to or 'no reply inbox'})"
-            message = f"Route {route} takes calls only from {allowed}, proven: {NOT_PROVEN}"
-        else:
-            who = f"{event.caller} ({event.caller_origin})"
-            message = f"Route {route} takes calls only from {allowed}, not from {event.caller}"
-        log.warning("Refused a call to %s from %s: it takes calls only from %s", route, who, allowed)
-        raise AppError(403, message)
 
     def deliver_reply(self, reply: EventEnvelope) -> None:
         """Send a function's reply on its way; a reply that cannot be delivered is logged, not raised."""
@@ -402,7 +387,7 @@ class Platform:
         pool = self._pools.get(event.to)  # type: ignore[arg-type]
         if pool is not None and not (external and pool.spec.private):
             if pool.spec.allow is not None and external:
-                self._check_caller(pool.spec.route, pool.spec.allow, event)
+                check_caller(self.name, pool.spec.route, pool.spec.allow, event)
             if pool.answers_inline:  # its reply comes straight to a future: no correlation id needed
                 return await self._call_here(pool, event, timeout, started)
             # a plain `def` handler or a stream, run on a later turn: its reply takes this cid and arrives
