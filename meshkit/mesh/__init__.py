@@ -18,12 +18,12 @@ from meshkit.mesh._frames import (
 )
 from meshkit.mesh._link import Link, LinkClosed, Socket
 from meshkit.mesh._loopback import Loopback
-from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, join_mesh, mesh_settings
+from meshkit.mesh._node import HEALTH_ROUTE, MeshNode, join_mesh
 from meshkit.mesh._peers import parse_contracts
 from meshkit.mesh._presence import Member, OnNotice, OnReady, Presence, PresenceClient, PresenceFactory
 from meshkit.mesh._router import MeshRouter
 from meshkit.mesh._table import Peer, RoutingTable
-from meshkit.mesh._topics import MONITOR_TOPIC, TopicLayout, VirtualTopic
+from meshkit.mesh._topics import MONITOR_TOPIC, TopicLayout, VirtualTopic, mesh_settings
 from meshkit.mesh._vouched import ORIGIN
 from meshkit.mesh._watchdog import EXIT_CONNECTOR_LOST, ConnectorWatchdog
 

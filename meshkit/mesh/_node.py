@@ -11,7 +11,6 @@ import json
 import logging
 from typing import Any
 
-from meshkit.config import AppConfig, ConfigError
 from meshkit.connectors import Connector
 from meshkit.core import Address, AppError, FunctionSpec, Platform, contract
 from meshkit.mesh._address import direct_address, direct_listener
@@ -26,7 +25,7 @@ from meshkit.mesh._peers import PEER_MESSAGES, allow_map, allowed, parse_contrac
 from meshkit.mesh._presence import Member, PresenceClient, PresenceFactory
 from meshkit.mesh._router import MeshRouter
 from meshkit.mesh._table import Peer, RoutingTable
-from meshkit.mesh._topics import DEFAULT_MAX_GROUPS, MONITOR_TOPIC, TopicLayout
+from meshkit.mesh._topics import MONITOR_TOPIC, mesh_settings
 from meshkit.mesh._transport import EventTransport
 from meshkit.mesh._vouched import ORIGIN, VouchedKeys
 from meshkit.mesh._watchdog import ConnectorWatchdog
@@ -36,27 +35,7 @@ log = logging.getLogger("meshkit.mesh")
 
 HEALTH_ROUTE = "cloud.connector.health"
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
-MAX_PHYSICAL_TOPICS = 9999
 CONTRACTS_LIMIT = 64 * 1024  # a contracts message's schemas, as JSON, at most; beyond, they go as "any"
-
-
-def mesh_settings(config: AppConfig) -> tuple[TopicLayout, int, int]:
-    """(topic layout, this app's closed user group, how many groups) from configuration, checked."""
-    layout = TopicLayout(
-        config.get_int("app.partitions.per.topic", 32), config.get_int("max.virtual.topics", 288)
-    )
-    if not 1 <= layout.partitions_per_topic <= 1000:
-        raise ConfigError("app.partitions.per.topic must be 1..1000")
-    most = MAX_PHYSICAL_TOPICS * layout.partitions_per_topic  # multiplex.NNNN: four digits
-    if not 1 <= layout.max_virtual_topics <= most:
-        raise ConfigError(
-            f"max.virtual.topics must be 1..{most} ({MAX_PHYSICAL_TOPICS} topics of app.partitions.per.topic)"
-        )
-    groups = config.get_int("max.closed.user.groups", DEFAULT_MAX_GROUPS)
-    group = config.get_int("closed.user.group", 1)
-    if not 1 <= group <= groups:
-        raise ConfigError(f"closed.user.group={group} must be between 1 and max.closed.user.groups={groups}")
-    return layout, group, groups
 
 
 class MeshNode:

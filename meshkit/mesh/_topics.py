@@ -8,11 +8,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from meshkit.config import AppConfig, ConfigError
+
 MONITOR_TOPIC = "service.monitor"
 MULTIPLEX_PREFIX = "multiplex."
 DEFAULT_PARTITIONS_PER_TOPIC = 32
 DEFAULT_MAX_VIRTUAL_TOPICS = 288
 DEFAULT_MAX_GROUPS = 10
+MAX_PHYSICAL_TOPICS = 9999  # multiplex.NNNN: four digits
 
 _VIRTUAL = re.compile(r"^multiplex\.(\d{4})-(\d{3})$")
 
@@ -57,3 +60,23 @@ class TopicLayout:
 
     def parse(self, name: str) -> VirtualTopic:
         return self.virtual(self.index_of(name))
+
+
+def mesh_settings(config: AppConfig) -> tuple[TopicLayout, int, int]:
+    """(topic layout, this app's closed user group, how many groups) from configuration, checked."""
+    layout = TopicLayout(
+        config.get_int("app.partitions.per.topic", DEFAULT_PARTITIONS_PER_TOPIC),
+        config.get_int("max.virtual.topics", DEFAULT_MAX_VIRTUAL_TOPICS),
+    )
+    if not 1 <= layout.partitions_per_topic <= 1000:
+        raise ConfigError("app.partitions.per.topic must be 1..1000")
+    most = MAX_PHYSICAL_TOPICS * layout.partitions_per_topic
+    if not 1 <= layout.max_virtual_topics <= most:
+        raise ConfigError(
+            f"max.virtual.topics must be 1..{most} ({MAX_PHYSICAL_TOPICS} topics of app.partitions.per.topic)"
+        )
+    groups = config.get_int("max.closed.user.groups", DEFAULT_MAX_GROUPS)
+    group = config.get_int("closed.user.group", 1)
+    if not 1 <= group <= groups:
+        raise ConfigError(f"closed.user.group={group} must be between 1 and max.closed.user.groups={groups}")
+    return layout, group, groups
