@@ -1,4 +1,4 @@
-"""What a monitor checks of an app's hello, and of the card it brings (docs/protocol/presence.md)."""
+"""What a monitor checks of an app's hello, keep-alives and card (docs/protocol/presence.md)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,11 @@ def check_card(message: dict[str, Any], origin: str, key: str) -> bool:
     if digest is not None and (not isinstance(contracts, dict) or contracts_digest(contracts) != digest):
         raise ValueError("the contracts are not those the card's digest names")
     return True
+
+
+def keep_alive_seq(message: object) -> int:
+    """The sequence number of an `alive` message; ValueError when `message` is not a well-formed one."""
+    seq = message.get("seq") if isinstance(message, dict) and message.get("type") == "alive" else None
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**53:
+        raise ValueError("not a keep-alive")
+    return seq

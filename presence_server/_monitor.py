@@ -32,7 +32,7 @@ from meshkit.mesh import (
 from meshkit.security import KEY_HEADER, MeshKeys, ReplayGuard, Stamp
 from presence_server._cards import CardTexts
 from presence_server._claims import TopicClaims
-from presence_server._hello import Refused, check_card, read_hello
+from presence_server._hello import Refused, check_card, keep_alive_seq, read_hello
 from presence_server._info import mesh_summary
 from presence_server._sessions import Notice, Session, Sessions, frames
 from presence_server._state import ClaimResult, Connection, MeshState
@@ -218,19 +218,12 @@ class PresenceMonitor:
                 session.last_seen = time.monotonic()
                 self._new_card(session, origin, data)
                 return
-            if (
-                not isinstance(data, dict)
-                or data.get("type") != "alive"
-                or not isinstance(data.get("seq"), int)
-                or isinstance(data.get("seq"), bool)
-                or not 0 <= data["seq"] < 2**53
-            ):
-                raise ValueError("not a keep-alive")
+            seq = keep_alive_seq(data)
         except ValueError:  # not a sign of life: a client that sends only this is dropped at the timeout
             log.warning("Ignored a malformed presence message from %s", origin)
             return
         session.last_seen = time.monotonic()
-        session.seq, session.updated = data["seq"], _now()
+        session.seq, session.updated = seq, _now()
 
     def _drain(self, origin: str) -> None:
         """The app is stopping: its group here hears it now, the other monitors' apps through the log."""
@@ -377,26 +370,23 @@ class PresenceMonitor:
                 )
                 with contextlib.suppress(Exception):
                     await session.websocket.close(4000, "keep-alive timeout")
-        alive = sorted(m for m in self.state.monitors if self.state.alive(m, self.monitor_timeout))
-        if not alive or alive[0] != self.id:
+        if self.state.leader(self.monitor_timeout) != self.id:
             # not the leader; or not reading the log (not even our own heartbeat came back): cut off, we
             # cannot tell who is gone, and leaves written now would reach the log at the heal
             return
         # the leader releases the apps of monitors that died and whose apps did not come back
         cutoff = self.monitor_timeout + self.orphan_grace
-        for connection in list(self.state.connections.values()):
-            if (
-                connection.monitor != self.id
-                and not self.state.alive(connection.monitor, cutoff)
-                and (now - self._started > cutoff)
-            ):
+        if now - self._started > cutoff:
+            for connection in self.state.orphans(self.id, cutoff):
+                owner = connection.monitor
+                reason = f"monitor {owner} gone"
                 await self._publish(
                     {
                         "type": "leave",
                         "origin": connection.origin,
                         "monitor": self.id,
-                        "owner": connection.monitor,
-                        "reason": f"monitor {connection.monitor} gone",
+                        "owner": owner,
+                        "reason": reason,
                     }
                 )
         for monitor in self.state.dead_monitors(cutoff):

@@ -297,6 +297,15 @@ class MeshState:
     def dead_monitors(self, within: float) -> list[str]:
         return [m for m in self.monitors if not self.alive(m, within)]
 
+    def leader(self, within: float) -> str | None:
+        """The monitor that releases orphans: the lowest id heard from `within` seconds (None: none was)."""
+        return min((m for m in self.monitors if self.alive(m, within)), default=None)
+
+    def orphans(self, me: str, within: float) -> list[Connection]:
+        """Connections whose monitor (not `me`) has not been heard from `within` seconds: apps that did not
+        come back to another monitor after theirs died."""
+        return [c for c in self.connections.values() if c.monitor != me and not self.alive(c.monitor, within)]
+
 
 _CONNECTION_TYPES = {
     "origin": str,

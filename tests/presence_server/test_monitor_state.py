@@ -11,7 +11,7 @@ import pytest
 from meshkit import AppConfig, Platform
 from meshkit.connectors.memory import MemoryBroker, MemoryConnector
 from meshkit.mesh import TopicLayout
-from presence_server._hello import Refused
+from presence_server._hello import Refused, keep_alive_seq
 from presence_server._monitor import PresenceMonitor
 from presence_server._state import MeshState
 from tests.support.identities import PUBLIC_KEY
@@ -227,3 +227,41 @@ async def test_info_answers_at_once_with_a_warning_while_the_broker_does_not_ans
         assert info["warning"].startswith("Topic list unavailable")
     finally:
         await monitor.stop()
+
+
+def test_the_leader_is_the_lowest_monitor_heard_from_and_its_orphans_are_the_apps_of_the_silent() -> None:
+    state = MeshState()
+    assert state.leader(3.0) is None  # cut off: not even our own heartbeat came back
+    for monitor in ("m2", "m1", "m3"):
+        state.heartbeat({"id": monitor})
+    assert state.claim({"topic": 0, "origin": "a", "monitor": "m1", "info": INFO}).won
+    assert state.claim({"topic": 1, "origin": "b", "monitor": "m3", "info": INFO}).won
+    assert state.leader(3.0) == "m1"
+    assert state.orphans("m2", 3.0) == []
+    state.monitors["m1"] = (time.monotonic() - 10.0, state.monitors["m1"][1])  # m1 fell silent
+    assert state.leader(3.0) == "m2"
+    assert [c.origin for c in state.orphans("m2", 3.0)] == ["a"]
+    assert state.orphans("m1", 3.0) == []  # a monitor never releases its own apps as orphans
+
+
+@pytest.mark.parametrize(
+    ("message", "seq"),
+    [
+        ({"type": "alive", "seq": 0}, 0),
+        ({"type": "alive", "seq": 2**53 - 1}, 2**53 - 1),
+        ({"type": "alive", "seq": -1}, None),
+        ({"type": "alive", "seq": 2**53}, None),
+        ({"type": "alive", "seq": True}, None),
+        ({"type": "alive", "seq": "1"}, None),
+        ({"type": "alive"}, None),
+        ({"type": "hello", "seq": 1}, None),
+        ([{"type": "alive", "seq": 1}], None),
+        ("alive", None),
+    ],
+)
+def test_only_a_well_formed_alive_message_is_a_keep_alive(message: object, seq: int | None) -> None:
+    if seq is None:
+        with pytest.raises(ValueError, match="not a keep-alive"):
+            keep_alive_seq(message)
+    else:
+        assert keep_alive_seq(message) == seq
