@@ -96,16 +96,15 @@ class Failover:
     def resend(
         self,
         bus: Bus,
-        request: EventEnvelope,
-        failed: frozenset[str],
         tried: Unanswered,
         *,
         alive: bool = False,
     ) -> str | None:
         """Send a stream request whose instance left, died, was unreachable or refused before its first
-        segment to another instance, by a request's rules (safe to retry, attempts, the retry budget, its
-        deadline); the instance it went to, or None. `alive`: the way to the last one broke, not the
-        instance: with no other, it may take the stream again the other way (over the broker)."""
+        segment to an instance not in `tried.failed`, by a request's rules (safe to retry, attempts, the
+        retry budget, its deadline); the instance it went to, or None. `alive`: the way to the last one
+        broke, not the instance: with no other, it may take the stream again the other way (the broker)."""
+        request, failed = tried.request, tried.failed
         remote = bus.remote
         if (
             remote is None

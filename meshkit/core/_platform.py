@@ -107,9 +107,7 @@ class Platform:
             self.replies.targets,
             window=max(1, self.config.get_int("stream.window", DEFAULT_WINDOW)),
             window_bytes=max(1, self.config.get_int("stream.window.bytes", DEFAULT_WINDOW_BYTES)),
-            resend=lambda request, failed, tried, alive: self._failover.resend(
-                self, request, failed, tried, alive=alive
-            ),
+            resend=lambda tried, alive: self._failover.resend(self, tried, alive=alive),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from meshkit.core._outlet import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES, Outlet
 
 log = logging.getLogger("meshkit.streams")
 
-#: (a stream request, the instances it failed at, what was tried, whether the last of them lives on) -> the
-#: instance it went to now, or None: sent again by the rules of a request's retry (the platform's Failover)
-Resend = Callable[[EventEnvelope, frozenset[str], "Unanswered", bool], str | None]
+#: (what was tried, its last instance among those it failed at; whether that one lives on) -> the instance
+#: it went to now, or None: sent again by the rules of a request's retry (the platform's Failover)
+Resend = Callable[["Unanswered", bool], str | None]
 
 
 class Unanswered(NamedTuple):
@@ -207,12 +207,13 @@ class StreamHub:
         reader = self.readers.get(cid)
         if self._resend is None or reader is None:
             return False
-        request, failed = unanswered.request, unanswered.failed | {origin}
+        tried = unanswered._replace(failed=unanswered.failed | {origin})
+        request = tried.request
         # a cid of its own: the first producer may live on (a lost link, a false death) and its segments,
         # under the old cid, must not mix with the new one's
         fresh = request.cid = new_event_id()
         self._targets[fresh] = origin  # a retry, not a first attempt: it earns no retry budget (note_target)
-        target = self._resend(request, failed, unanswered, alive)
+        target = self._resend(tried, alive)
         if target is None:
             self._targets.pop(fresh, None)
             request.cid = cid
@@ -224,7 +225,7 @@ class StreamHub:
         del self.readers[cid]
         reader.cid = fresh
         self.readers[fresh] = reader
-        self.unanswered[fresh] = unanswered._replace(failed=failed, retries=unanswered.retries + 1)
+        self.unanswered[fresh] = tried._replace(retries=tried.retries + 1)
         return True
 
     def stop(self, message: str) -> None:
