@@ -13,6 +13,13 @@ Each row adds one of the things a meshkit request does to the row before:
     6. + a correlation table: a cid per request, its future and deadline registered and forgotten, the reply
        found by its cid (what meshkit no longer does in process, since the reply goes to its future)
 
+Then the other design a request could have: the caller's own task takes the handler's steps, each as the
+handler's worker task (the same current-task swap), so a handler that awaits once costs one task wakeup, not
+the worker's and then the caller's. Its rows:
+
+    7. the caller's task takes the steps, with the features of rows 2-5
+    8. + the caller's deadline kept in the one sweep (PendingReplies.expect_local), as meshkit keeps it
+
 Each ratio is against the awaiting floor (bench.inprocess) measured in the same run, interleaved.
 
     python -m bench.inprocess_design [--loop uvloop|asyncio]
@@ -42,6 +49,8 @@ ROWS = (
     "+ the step deadline",
     "+ the handler's headers",
     "+ a correlation table",
+    "the caller's task takes the steps",
+    "+ its deadline in the sweep",
 )
 _enter: Callable[[Any, Any], None] = getattr(_tasks, "_enter_task")  # noqa: B009  (private, typed here)
 _leave: Callable[[Any, Any], None] = getattr(_tasks, "_leave_task")  # noqa: B009
@@ -182,6 +191,80 @@ class _Worker:
                 model.answer(self, event, stop.value, self.future)
 
 
+class _Steps:
+    """The caller's task takes the handler's steps, each with `worker` as the loop's current task."""
+
+    __slots__ = ("context", "coro", "deadline", "loop", "worker")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], deadline: float, worker: Any, loop: Any) -> None:
+        self.coro, self.deadline, self.worker, self.loop = coro, deadline, worker, loop
+        self.context = contextvars.copy_context()
+
+    def done(self) -> bool:  # what PendingReplies' sweep asks of what it holds
+        return False
+
+    def set_exception(self, exc: BaseException, /) -> None:
+        raise exc  # never reached: every deadline is 10 s away
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, run, worker, loop = self.coro, self.context.run, self.worker, self.loop
+        sent: Any = None
+        while True:
+            caller = _current.get(loop)
+            _leave(loop, caller)
+            _enter(loop, worker)
+            outer, INLINE.deadline = INLINE.deadline, self.deadline
+            try:
+                message = run(coro.send, sent)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                INLINE.deadline = outer
+                _leave(loop, worker)
+                _enter(loop, caller)
+            sent = yield message
+
+
+class CallerModel:
+    """Rows 7 and 8: the caller's task runs the handler (`sweep`: its deadline is kept in PendingReplies)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sweep: bool) -> None:
+        self.loop, self.sweep = loop, sweep
+        self.stats, self.replies = RouteStats(), PendingReplies()
+        # tasks that stand for the handler's parked workers: each step runs as one of them
+        self.workers = [loop.create_task(asyncio.sleep(3600)) for _ in range(IN_FLIGHT)]
+
+    async def handler(self, headers: dict[str, str], body: Any, instance: int) -> Any:
+        await asyncio.sleep(0)
+        return body
+
+    async def request(self) -> Any:
+        loop = self.loop
+        event = request_event("bench.echo", PAYLOAD, {})
+        event.reply_to, event.deadline = "inbox", time.perf_counter() + 10.0
+        started = time.perf_counter()
+        headers = dict(event.headers)
+        headers["my_route"] = "bench.echo"
+        steps = _Steps(self.handler(headers, event.body, 1), event.deadline, self.workers.pop(), loop)
+        entry: Any = steps  # the sweep holds what has done() and set_exception(): a future in meshkit
+        if self.sweep:
+            self.replies.expect_local(loop, entry, "bench.echo", 10.0)
+        try:
+            result = await steps
+        finally:
+            if self.sweep:
+                self.replies.local.pop(entry, None)
+            self.workers.append(steps.worker)
+        reply = reply_event(event.reply_to, result, None, 200, "bench.echo", event.cid, 0.0, None)
+        self.stats.observe(time.perf_counter() - started, 200)
+        return reply
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.cancel()
+        self.replies.stop("done")
+
+
 async def _throughput(call: Callable[[], Awaitable[Any]], calls: int) -> float:
     per_caller = calls // IN_FLIGHT
 
@@ -222,7 +305,8 @@ async def run(calls: int = 100_000, rounds: int = 3) -> list[tuple[str, float]]:
     """(row, its req/s against the awaiting floor's): medians of `rounds` interleaved runs."""
     loop = asyncio.get_running_loop()
     floor, stop_floor = await _floor()
-    models = [Model(loop, level) for level in range(1, len(ROWS) + 1)]
+    models: list[Model | CallerModel] = [Model(loop, level) for level in range(1, 7)]
+    models += [CallerModel(loop, sweep=False), CallerModel(loop, sweep=True)]
     await asyncio.sleep(0)  # every worker parked
     ratios: list[list[float]] = [[] for _ in ROWS]
     try:
