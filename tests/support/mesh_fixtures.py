@@ -27,13 +27,14 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from meshkit.devbroker import DevBroker
-from tests.support.servers import UvicornProcess, free_port
+from tests.support.servers import REPO, UvicornProcess, free_port
 
 MONITOR_APP = "presence_server.main:app"
 REST_APP = "example_services.rest_example.main:app"
@@ -198,9 +199,11 @@ class Mesh:
         self.http = httpx.Client(trust_env=False, timeout=15, verify=ssl_context or True)
 
     # -- starting -------------------------------------------------------------------------------------------
-    def _start(self, app: str, properties: Mapping[str, str], port: int | None = None) -> Node:
+    def _start(
+        self, app: str, properties: Mapping[str, str], port: int | None = None, root: Path = REPO
+    ) -> Node:
         process = UvicornProcess(
-            app, port=port or free_port(), properties=properties, ssl_context=self.ssl_context
+            app, port=port or free_port(), properties=properties, ssl_context=self.ssl_context, root=root
         )
         process.start()
         try:
@@ -214,10 +217,13 @@ class Mesh:
         self.nodes.append(node)
         return node
 
-    def monitor(self, properties: Mapping[str, str] | None = None, *, port: int | None = None) -> Node:
-        """A presence monitor (``presence_server.main:app``) on this mesh's broker."""
+    def monitor(
+        self, properties: Mapping[str, str] | None = None, *, port: int | None = None, root: Path = REPO
+    ) -> Node:
+        """A presence monitor (``presence_server.main:app``) on this mesh's broker; `root`: the tree it runs
+        from (an older meshkit's, tests.support.older)."""
         node = self._start(
-            MONITOR_APP, {"bootstrap.servers": self.broker.bootstrap, **(properties or {})}, port
+            MONITOR_APP, {"bootstrap.servers": self.broker.bootstrap, **(properties or {})}, port, root
         )
         self.monitors.append(node)
         return node
@@ -241,10 +247,12 @@ class Mesh:
         *,
         monitors: Sequence[Node] | None = None,
         port: int | None = None,
+        root: Path = REPO,
     ) -> Node:
         """An app with ``cloud.connector=kafka`` connected to ``monitors`` (default: all of them, in order).
 
-        ``properties`` add to (or override) that configuration, e.g. ``{"presence.keepalive": "1"}``.
+        ``properties`` add to (or override) that configuration, e.g. ``{"presence.keepalive": "1"}``;
+        ``root`` is the tree it runs from (an older meshkit's, tests.support.older).
         """
         chosen = self.monitors if monitors is None else monitors
         config = {
@@ -255,7 +263,7 @@ class Mesh:
             "drain.quiet": "0.3",  # a local broker delivers in milliseconds: stopping takes less
             **(properties or {}),
         }
-        return self._start(app, config, port)
+        return self._start(app, config, port, root)
 
     # -- faults ---------------------------------------------------------------------------------------------
     def signal(self, node: Node, sig: signals.Signals) -> float:

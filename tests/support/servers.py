@@ -4,8 +4,9 @@
         urllib.request.urlopen(server.url + "/info")
         server.wait_for_log("refused with 400")
 
-The process runs from the repository root with ``PYTHONPATH`` set to it, listens on 127.0.0.1 only, and
-writes its stdout and stderr to a temporary log file (read it with :meth:`UvicornProcess.log_text`).
+The process runs from the repository root (or ``root``) with ``PYTHONPATH`` set to it. It listens on
+127.0.0.1 only and writes its stdout and stderr to a temporary log file (read it with
+:meth:`UvicornProcess.log_text`).
 Starting waits until ``GET /livenessprobe`` answers; a server that exits or does not answer in time raises
 :class:`ServerError` with the tail of its log. With ``server.ssl.certfile`` among the properties the server
 speaks HTTPS: ``url`` is ``https://...``, and the readiness check uses ``ssl_context`` (by default one that
@@ -67,8 +68,12 @@ class UvicornProcess:
         startup_timeout: float = 20.0,
         stop_timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        root: Path = REPO,
     ) -> None:
+        """`root`: the tree it runs from (its working directory and PYTHONPATH), this repository by default;
+        another for an older meshkit (tests.support.older)."""
         self.app = app
+        self.root = root
         self.port = port or free_port()
         self.properties = dict(properties or {})
         self.env = dict(env or {})
@@ -132,14 +137,14 @@ class UvicornProcess:
     def start(self) -> UvicornProcess:
         if self._process is not None:
             raise ServerError(f"{self.app} on port {self.port} is already started")
-        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONPATH": str(self.root), "PYTHONUNBUFFERED": "1"}
         fd, name = tempfile.mkstemp(prefix="meshkit-server-", suffix=".log")
         self._log_path, self._final_log = Path(name), None
         with os.fdopen(fd, "wb") as out:
             # a session of its own: a Ctrl-C meant for pytest must not kill it before the teardown
             self._process = subprocess.Popen(
                 self.command(),
-                cwd=REPO,
+                cwd=self.root,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
