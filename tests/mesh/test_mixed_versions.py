@@ -12,6 +12,7 @@ rolling upgrades"): its unstamped messages are refused, by design, and the last 
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,18 @@ import pytest
 
 from meshkit.devbroker import DevBroker
 from tests.support.eventually import wait_until
-from tests.support.mesh_fixtures import LAMBDA_APP, REST_APP, Mesh, Node, nodes_of, path_to, routes_of
+from tests.support.mesh_fixtures import (
+    LAMBDA_APP,
+    REST_APP,
+    Mesh,
+    Node,
+    connections_of,
+    duplicated_topics,
+    monitor_info,
+    nodes_of,
+    path_to,
+    routes_of,
+)
 from tests.support.older import BEFORE_FRAMED_TCP, BEFORE_REPLAY_STAMPS, older_tree
 
 pytestmark = pytest.mark.kafka
@@ -119,6 +131,38 @@ def test_todays_apps_join_and_link_through_an_older_monitor(mesh: Mesh, older: P
     assert served_by(rest) == {lam.origin: 20}
     lam.process.stop()
     wait_until(lambda: lam.origin not in routes_of(rest).get("hello.pojo", {}), timeout=10, what="its leave")
+
+
+def test_the_monitors_upgraded_one_by_one_hand_todays_apps_over_without_a_failed_call(
+    mesh: Mesh, older: Path
+) -> None:
+    """Monitor A of the older build and B of today's share the monitors' log; A stops (SIGTERM, as a
+    rolling update does) and the apps move to B, every mesh call answered meanwhile."""
+    a = mesh.monitor(root=older)
+    b = mesh.monitor()
+    lam = mesh.app(LAMBDA_APP, DIRECT)  # presence.url = ws://A,ws://B: connected through A
+    rest = mesh.app(REST_APP, DIRECT)
+    apps = {lam.origin, rest.origin}
+    sees(rest, "hello.pojo", lam.origin)
+    wait_until(
+        lambda: set(connections_of(a)) == set(connections_of(b)) == apps, timeout=10, what="both at both"
+    )
+    assert {c["monitor"] for c in connections_of(b).values()} == {a.origin}  # B learned them from the log
+
+    mesh.signal(a, signal.SIGTERM)
+    statuses: Counter[int] = Counter()
+
+    def moved() -> bool:
+        statuses[rest.get("/api/pojo/mesh/1").status_code] += 1
+        connections = connections_of(b)
+        return set(connections) == apps and all(c["monitor"] == b.origin for c in connections.values())
+
+    wait_until(moved, timeout=15, interval=0.02, what="both apps via B", describe=lambda: quiet_log(b))
+    for _ in range(20):
+        statuses[rest.get("/api/pojo/mesh/1").status_code] += 1
+    assert statuses.keys() == {200}, f"mesh calls during the hand-over: {dict(statuses)}\n{quiet_log(rest)}"
+    assert duplicated_topics(monitor_info(b)) == []
+    assert f"Peer {lam.origin} left" not in rest.log()
 
 
 def test_an_app_from_before_the_replay_stamps_is_refused_and_never_routed_to(
