@@ -41,6 +41,7 @@ from tests.support.mesh_fixtures import (
     publish_raw,
     routes_of,
     serves,
+    statuses_while_moving,
 )
 
 pytestmark = pytest.mark.kafka
@@ -320,16 +321,7 @@ def test_a_monitor_stopped_gracefully_hands_its_apps_over_without_dropping_them(
     wait_until(lambda: serves(rest, "hello.pojo", [lam]), timeout=5, what="hello.pojo at rest")
 
     mesh.signal(a, signal.SIGTERM)
-    statuses: Counter[int] = Counter()
-
-    def moved() -> bool:
-        statuses[rest.get("/api/pojo/mesh/1").status_code] += 1
-        connections = connections_of(b)
-        return set(connections) == apps and all(c["monitor"] == b.origin for c in connections.values())
-
-    wait_until(moved, timeout=10, interval=0.02, what="both apps via B")
-    for _ in range(20):  # and a little while after
-        statuses[rest.get("/api/pojo/mesh/1").status_code] += 1
+    statuses = statuses_while_moving(rest, b, apps)
     assert statuses.keys() == {200}, f"mesh calls during the hand-over: {dict(statuses)}\n{log_of(rest)}"
     assert f"Peer {lam} left" not in rest.log()
     assert f"Member {lam} left" not in b.log()

@@ -32,6 +32,7 @@ from tests.support.mesh_fixtures import (
     nodes_of,
     path_to,
     routes_of,
+    statuses_while_moving,
 )
 from tests.support.older import BEFORE_FRAMED_TCP, BEFORE_REPLAY_STAMPS, older_tree
 
@@ -150,16 +151,7 @@ def test_the_monitors_upgraded_one_by_one_hand_todays_apps_over_without_a_failed
     assert {c["monitor"] for c in connections_of(b).values()} == {a.origin}  # B learned them from the log
 
     mesh.signal(a, signal.SIGTERM)
-    statuses: Counter[int] = Counter()
-
-    def moved() -> bool:
-        statuses[rest.get("/api/pojo/mesh/1").status_code] += 1
-        connections = connections_of(b)
-        return set(connections) == apps and all(c["monitor"] == b.origin for c in connections.values())
-
-    wait_until(moved, timeout=15, interval=0.02, what="both apps via B", describe=lambda: quiet_log(b))
-    for _ in range(20):
-        statuses[rest.get("/api/pojo/mesh/1").status_code] += 1
+    statuses = statuses_while_moving(rest, b, apps, timeout=15, describe=lambda: quiet_log(b))
     assert statuses.keys() == {200}, f"mesh calls during the hand-over: {dict(statuses)}\n{quiet_log(rest)}"
     assert duplicated_topics(monitor_info(b)) == []
     assert f"Peer {lam.origin} left" not in rest.log()

@@ -24,7 +24,8 @@ import os
 import signal as signals
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 import httpx
 
 from meshkit.devbroker import DevBroker
+from tests.support.eventually import wait_until
 from tests.support.servers import REPO, UvicornProcess, free_port
 
 MONITOR_APP = "presence_server.main:app"
@@ -131,6 +133,31 @@ def health(node: Node) -> tuple[int, dict[str, Any]]:
     response = node.get("/health")
     body: dict[str, Any] = response.json()
     return response.status_code, body
+
+
+def statuses_while_moving(
+    rest: Node,
+    monitor: Node,
+    apps: set[str],
+    *,
+    timeout: float = 10.0,
+    describe: Callable[[], str] | None = None,
+) -> Counter[int]:
+    """The statuses of the REST example's mesh calls, made back to back while every app of `apps` moves to
+    `monitor` (its connections there name it) and 20 more after: a hand-over without a failed call is 200s."""
+    statuses: Counter[int] = Counter()
+
+    def moved() -> bool:
+        statuses[rest.get("/api/pojo/mesh/1").status_code] += 1
+        connections = connections_of(monitor)
+        return set(connections) == apps and all(c["monitor"] == monitor.origin for c in connections.values())
+
+    wait_until(
+        moved, timeout=timeout, interval=0.02, what=f"{len(apps)} apps via {monitor!r}", describe=describe
+    )
+    for _ in range(20):
+        statuses[rest.get("/api/pojo/mesh/1").status_code] += 1
+    return statuses
 
 
 def duplicated_topics(info: Mapping[str, Any]) -> list[str]:
