@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.netfaults._calls import Calls, Summary
-from tests.netfaults._checks import Mesh, build, monitor_view, ran, ran_twice
+from tests.netfaults._checks import Mesh, build, monitor_view, ran, ran_twice, replies_the_broker_hid
 from tests.netfaults._mesh import NetMesh, NetNode
 from tests.support.eventually import wait_until
 from tests.support.mesh_fixtures import nodes_of, routes_of
@@ -135,8 +135,10 @@ def test_an_app_cut_from_its_monitor_but_not_the_broker(network: Network, netmes
     print(f"m1 dropped a1 {dropped:.1f} s after the cut; a1 gave up on m1 after {gave_up} s")
     common_checks(mesh, calls)
     failed = calls.summary(cut_at).failed
-    assert all(c.status == 503 and "left before replying" in c.error for c in failed), during.errors()
-    assert all(c.elapsed < 1.0 for c in failed), [c.elapsed for c in failed]  # at the leave, not the deadline
+    lost_replies = replies_the_broker_hid(failed, mesh.callees)  # allowed: they ran, the broker hid them
+    failed_here = [c for c in failed if c not in lost_replies]
+    assert all(c.status == 503 and "left before replying" in c.error for c in failed_here), during.errors()
+    assert all(c.elapsed < 1.0 for c in failed_here), [c.elapsed for c in failed_here]  # at the leave
     assert len(failed) <= CLIENTS, during.line()  # only those in flight to a1 when it was dropped
     if gave_up is None or gave_up > 3 * KEEPALIVE + 1.0:
         promised = f"a ping every {KEEPALIVE:g} s, given up {2 * KEEPALIVE:g} s after"
