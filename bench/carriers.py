@@ -17,7 +17,6 @@ import contextlib
 import functools
 import importlib.util
 import itertools
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, cast
@@ -27,6 +26,7 @@ import msgpack
 
 from bench.common import IN_FLIGHT, Figure, measure, median_of, report, run_async
 from bench.processes import served
+from meshkit.devbroker import free_port
 
 PAYLOAD = b"x" * 200
 OCTET_STREAM = {"content-type": "application/octet-stream"}
@@ -238,9 +238,7 @@ UVICORN = f"--host {HOST} --loop uvloop --http httptools --log-level warning --n
 @contextlib.contextmanager
 def server(args: list[str], ready_path: str = "/") -> Iterator[str]:
     """`python -m ARGS... --port P` for the block (bench/processes.py); yields its base URL."""
-    with socket.socket() as free:
-        free.bind((HOST, 0))
-        port = int(free.getsockname()[1])
+    port = free_port()
     with served([*args, "--port", str(port)], f"http://{HOST}:{port}{ready_path}"):
         yield f"http://{HOST}:{port}"
 

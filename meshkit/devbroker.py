@@ -10,6 +10,7 @@ import argparse
 import atexit
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -61,11 +62,53 @@ def tansu_binary() -> Path:
     )
 
 
+# Where free_port looks: from here up to the kernel's ephemeral range (below it: well-known services).
+_LOWEST_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_ports_lock = threading.Lock()
+_walk: tuple[int, int] | None = None  # (the pid walking, its next offset)
+
+
 def free_port(host: str = HOST) -> int:
+    """A TCP port on `host` that nothing is bound to, and that stays free until it is used.
+
+    A port from bind(0) is in the kernel's ephemeral range, where any other process's bind(0) or outgoing
+    connection may take it before its server binds it. This one lies below that range, and each process
+    walks it port by port from its own offset, so neither it nor another process hands it out again soon.
+    Where the range is unknown (not Linux) or leaves too little room, it is bind(0)'s.
+    """
+    global _walk
+    span = _ephemeral_low() - _LOWEST_PORT
+    if span >= 1000:
+        with _ports_lock:
+            pid = os.getpid()
+            offset = _walk[1] if _walk is not None and _walk[0] == pid else random.Random(pid).randrange(span)
+            for _ in range(span):
+                port = _LOWEST_PORT + offset
+                offset = (offset + 1) % span
+                if _bindable(host, port):
+                    _walk = (pid, offset)
+                    return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        any_port: int = s.getsockname()[1]
+        return any_port
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no SO_REUSEADDR: TIME_WAIT counts as taken
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _accepts(port: int) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -21,6 +20,7 @@ import pytest
 from meshkit import cli
 from meshkit.config import ConfigError, set_system_properties, system_properties
 from tests.support.eventually import wait_until
+from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -216,13 +216,6 @@ def test_module_directory_is_the_directory_of_the_module_file() -> None:
 
 
 # --- one real run ------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_a_real_run_passes_d_arguments_to_the_app(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +16,7 @@ from meshkit.core import decode_pieces, envelope_from_map
 from meshkit.mesh import Link, LinkClosed
 from meshkit.mesh._frames import Reassembler, parse
 from meshkit.mesh._tcp import FramedSocket, dial, listen, split_address
+from tests.support.servers import free_port
 
 MAX = 4 * 1024 * 1024  # the largest message these links take
 
@@ -290,8 +290,5 @@ def test_an_address_is_tcp_or_tls_host_port() -> None:
 
 
 async def test_a_refused_dial_raises_for_the_caller_to_fall_back() -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
     with pytest.raises(OSError):
-        await dial(f"tcp://127.0.0.1:{port}", ssl=None, max_size=MAX, keepalive=0)
+        await dial(f"tcp://127.0.0.1:{free_port()}", ssl=None, max_size=MAX, keepalive=0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import os
 import signal as signals
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from meshkit import devbroker
 from tests.support.eventually import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,11 +38,9 @@ _TAIL_CHARS = 3000
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing is bound to, outside the range bind(0) takes from (see
+    meshkit.devbroker.free_port): no app's own listener or connection takes it before its server binds it."""
+    return devbroker.free_port(HOST)
 
 
 class ServerError(RuntimeError):

@@ -15,6 +15,8 @@ import struct
 import threading
 from types import TracebackType
 
+from tests.support.servers import free_port
+
 HOST = "127.0.0.1"
 _LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST, not FIN
 
@@ -135,7 +137,5 @@ class SilentPort:
 
 
 def closed_port() -> int:
-    """A port of 127.0.0.1 nothing listens on (just released: connecting to it is refused)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A port of 127.0.0.1 nothing listens on (connecting to it is refused)."""
+    return free_port()
