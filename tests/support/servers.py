@@ -16,6 +16,7 @@ verifies nothing, enough to see the server answer; give one with a client certif
 from __future__ import annotations
 
 import atexit
+import http.client
 import os
 import signal as signals
 import ssl
@@ -225,3 +226,5 @@ def _answers(url: str, context: ssl.SSLContext | None = None) -> bool:
         return True
     except (urllib.error.URLError, OSError):
         return False
+    except http.client.HTTPException as exc:  # not the server we started: another process holds the port
+        raise ServerError(f"{url}: what answers there does not speak HTTP ({exc!r})") from exc
