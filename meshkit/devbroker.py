@@ -1,7 +1,7 @@
 """The development broker: Tansu, a Kafka-compatible broker in one binary, with in-memory storage.
 
 `python -m meshkit.devbroker [--port 9092]` runs it in the foreground until Ctrl-C (`make kafka`);
-`DevBroker` starts one for tests and benchmarks (port 0 picks a free port).
+`DevBroker` starts one for tests and benchmarks (port 0: `free_port`'s, which no other process takes first).
 """
 
 from __future__ import annotations
