@@ -66,7 +66,7 @@ def tansu_binary() -> Path:
 _LOWEST_PORT = 10_000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _ports_lock = threading.Lock()
-_walk: tuple[int, int] | None = None  # (the pid walking, its next offset)
+_walk: tuple[int, int] | None = None  # (the pid walking, its next port)
 
 
 def free_port(host: str = HOST) -> int:
@@ -74,25 +74,39 @@ def free_port(host: str = HOST) -> int:
 
     A port from bind(0) is in the kernel's ephemeral range, where any other process's bind(0) or outgoing
     connection may take it before its server binds it. This one lies below that range, and each process
-    walks it port by port from its own offset, so neither it nor another process hands it out again soon.
-    Where the range is unknown (not Linux) or leaves too little room, it is bind(0)'s.
+    walks it port by port from a place its pid picks, so neither it nor another process hands it out again
+    soon; each of pytest-xdist's workers (and its children) walks a stretch of its own, so parallel workers
+    never meet. Where the range is unknown (not Linux) or leaves too little room, it is bind(0)'s.
     """
     global _walk
-    span = _ephemeral_low() - _LOWEST_PORT
-    if span >= 1000:
+    first, size = _stretch()
+    if size >= 500:
         with _ports_lock:
             pid = os.getpid()
-            offset = _walk[1] if _walk is not None and _walk[0] == pid else random.Random(pid).randrange(span)
-            for _ in range(span):
-                port = _LOWEST_PORT + offset
-                offset = (offset + 1) % span
-                if _bindable(host, port):
-                    _walk = (pid, offset)
-                    return port
+            port = (
+                _walk[1]
+                if _walk is not None and _walk[0] == pid
+                else first + random.Random(pid).randrange(size)
+            )
+            for _ in range(size):
+                chosen, port = port, first + (port + 1 - first) % size
+                if _bindable(host, chosen):
+                    _walk = (pid, port)
+                    return chosen
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         any_port: int = s.getsockname()[1]
         return any_port
+
+
+def _stretch() -> tuple[int, int]:
+    """(first port, how many) this process walks: the range below the ephemeral one, or its worker's share."""
+    first, size = _LOWEST_PORT, _ephemeral_low() - _LOWEST_PORT
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > int(worker[2:]):
+        size //= int(count)
+        first += size * int(worker[2:])
+    return first, size
 
 
 def _ephemeral_low() -> int:

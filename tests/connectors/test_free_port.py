@@ -45,11 +45,27 @@ def test_ports_are_never_handed_out_twice_in_a_row_of_many() -> None:
 @needs_the_range
 def test_a_port_something_holds_is_passed_over() -> None:
     before = free_port()
-    # the walk goes port by port: the next one, taken now, is skipped
-    taken = before + 1 if before + 1 < ephemeral()[0] else 10_000
+    first, size = devbroker._stretch()
+    # the walk goes port by port through its stretch: the next one, taken now, is skipped
+    taken = first + (before + 1 - first) % size
     with bind(taken):
         after = free_port()
     assert after != taken
+    assert first <= after < first + size
+
+
+@needs_the_range
+def test_parallel_test_workers_walk_stretches_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    low, _ = ephemeral()
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    handed: dict[str, set[int]] = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setattr(devbroker, "_walk", None)  # a new worker's walk
+        handed[worker] = {free_port() for _ in range(100)}
+    middle = 10_000 + (low - 10_000) // 2
+    assert all(10_000 <= port < middle for port in handed["gw0"])
+    assert all(middle <= port < low for port in handed["gw1"])
 
 
 @needs_the_range
